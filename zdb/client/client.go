@@ -1,0 +1,349 @@
+// Package client is a small, allocation-conscious 0-db (RESP2) client.
+//
+// It owns the wire encoding of requests and the decoding of replies, plus thin
+// helpers for the commands qsfs components use (SELECT, SET, GET, DEL, NSINFO,
+// NSNEW, NSSET, ...). It speaks to any 0-db 2.x server: the official zdb or
+// `qsfs zdb`. It does not own connection pooling or reconnect policy; callers
+// that need those build them on top of Conn.
+//
+// A Conn is not safe for concurrent use. Requests may be pipelined with Send
+// followed by Flush and as many Receive calls as requests sent.
+package client
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ServerError is an error reply ("-..." line) from the server. Its text is the
+// reply without the leading '-', e.g. "No more data".
+type ServerError string
+
+func (e ServerError) Error() string { return string(e) }
+
+// IsServerError reports whether err is a server error reply with exactly msg.
+func IsServerError(err error, msg string) bool {
+	var se ServerError
+	return errors.As(err, &se) && string(se) == msg
+}
+
+// Reply kinds.
+const (
+	KindStatus = '+'
+	KindError  = '-'
+	KindInt    = ':'
+	KindBulk   = '$'
+	KindArray  = '*'
+)
+
+// Reply is one decoded RESP2 reply.
+type Reply struct {
+	Kind  byte    // one of the Kind constants
+	Nil   bool    // $-1 or *-1
+	Str   []byte  // status text, error text or bulk payload
+	Int   int64   // integer replies
+	Array []Reply // array replies
+}
+
+// Err returns the reply as a ServerError when it is an error reply, else nil.
+func (r Reply) Err() error {
+	if r.Kind == KindError {
+		return ServerError(r.Str)
+	}
+	return nil
+}
+
+// Conn is one connection to a 0-db server.
+type Conn struct {
+	nc      net.Conn
+	r       *bufio.Reader
+	w       *bufio.Writer
+	timeout time.Duration
+	pending int
+	num     []byte
+}
+
+// Dial connects to a server. network is "tcp" or "unix". timeout bounds the
+// dial and, when non-zero, every later round trip.
+func Dial(network, addr string, timeout time.Duration) (*Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	nc, err := d.Dial(network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial zdb %s %s: %w", network, addr, err)
+	}
+	return NewConn(nc, timeout), nil
+}
+
+// NewConn wraps an established connection.
+func NewConn(nc net.Conn, timeout time.Duration) *Conn {
+	return &Conn{
+		nc:      nc,
+		r:       bufio.NewReaderSize(nc, 64<<10),
+		w:       bufio.NewWriterSize(nc, 64<<10),
+		timeout: timeout,
+		num:     make([]byte, 0, 24),
+	}
+}
+
+// Close closes the connection.
+func (c *Conn) Close() error { return c.nc.Close() }
+
+// Send buffers one request. Arguments may be string, []byte, int, int64 or
+// uint64 (formatted in decimal).
+func (c *Conn) Send(args ...any) error {
+	c.w.WriteByte('*')
+	c.writeNum(int64(len(args)))
+	for _, a := range args {
+		switch v := a.(type) {
+		case []byte:
+			c.writeBulk(v)
+		case string:
+			c.w.WriteByte('$')
+			c.writeNum(int64(len(v)))
+			c.w.WriteString(v)
+			c.w.WriteString("\r\n")
+		case int:
+			c.writeBulk(strconv.AppendInt(nil, int64(v), 10))
+		case int64:
+			c.writeBulk(strconv.AppendInt(nil, v, 10))
+		case uint64:
+			c.writeBulk(strconv.AppendUint(nil, v, 10))
+		default:
+			return fmt.Errorf("zdb request argument of type %T is not supported", a)
+		}
+	}
+	c.pending++
+	return nil
+}
+
+func (c *Conn) writeNum(n int64) {
+	c.num = strconv.AppendInt(c.num[:0], n, 10)
+	c.w.Write(c.num)
+	c.w.WriteString("\r\n")
+}
+
+func (c *Conn) writeBulk(b []byte) {
+	c.w.WriteByte('$')
+	c.writeNum(int64(len(b)))
+	c.w.Write(b)
+	c.w.WriteString("\r\n")
+}
+
+// Flush writes buffered requests to the server.
+func (c *Conn) Flush() error {
+	if c.timeout > 0 {
+		c.nc.SetDeadline(time.Now().Add(c.timeout))
+	}
+	if err := c.w.Flush(); err != nil {
+		return fmt.Errorf("zdb write: %w", err)
+	}
+	return nil
+}
+
+// Receive reads one reply. An error reply is returned as a Reply of
+// KindError with a nil error; use Reply.Err or Do to turn it into an error.
+func (c *Conn) Receive() (Reply, error) {
+	if c.timeout > 0 {
+		c.nc.SetDeadline(time.Now().Add(c.timeout))
+	}
+	r, err := readReply(c.r)
+	if err != nil {
+		return Reply{}, fmt.Errorf("zdb read: %w", err)
+	}
+	if c.pending > 0 {
+		c.pending--
+	}
+	return r, nil
+}
+
+// Do sends one request and waits for its reply. Error replies are returned
+// as ServerError.
+func (c *Conn) Do(args ...any) (Reply, error) {
+	if err := c.Send(args...); err != nil {
+		return Reply{}, err
+	}
+	if err := c.Flush(); err != nil {
+		return Reply{}, err
+	}
+	r, err := c.Receive()
+	if err != nil {
+		return r, err
+	}
+	return r, r.Err()
+}
+
+func readLine(r *bufio.Reader) ([]byte, error) {
+	line, err := r.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		return nil, errors.New("reply line too long")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(line) < 3 || line[len(line)-2] != '\r' {
+		return nil, fmt.Errorf("malformed reply line %q", line)
+	}
+	return line[:len(line)-2], nil
+}
+
+func readReply(r *bufio.Reader) (Reply, error) {
+	line, err := readLine(r)
+	if err != nil {
+		return Reply{}, err
+	}
+	kind := line[0]
+	body := line[1:]
+	switch kind {
+	case KindStatus, KindError:
+		return Reply{Kind: kind, Str: append([]byte(nil), body...)}, nil
+	case KindInt:
+		n, err := strconv.ParseInt(string(body), 10, 64)
+		if err != nil {
+			return Reply{}, fmt.Errorf("malformed integer reply %q", body)
+		}
+		return Reply{Kind: kind, Int: n}, nil
+	case KindBulk:
+		n, err := strconv.Atoi(string(body))
+		if err != nil {
+			return Reply{}, fmt.Errorf("malformed bulk length %q", body)
+		}
+		if n < 0 {
+			return Reply{Kind: kind, Nil: true}, nil
+		}
+		buf := make([]byte, n+2)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return Reply{}, err
+		}
+		return Reply{Kind: kind, Str: buf[:n]}, nil
+	case KindArray:
+		n, err := strconv.Atoi(string(body))
+		if err != nil {
+			return Reply{}, fmt.Errorf("malformed array length %q", body)
+		}
+		if n < 0 {
+			return Reply{Kind: kind, Nil: true}, nil
+		}
+		arr := make([]Reply, n)
+		for i := range arr {
+			if arr[i], err = readReply(r); err != nil {
+				return Reply{}, err
+			}
+		}
+		return Reply{Kind: kind, Array: arr}, nil
+	}
+	return Reply{}, fmt.Errorf("unknown reply type %q", kind)
+}
+
+// Ping sends PING.
+func (c *Conn) Ping() error {
+	_, err := c.Do("PING")
+	return err
+}
+
+// Select switches namespace. An empty password sends a plain SELECT.
+func (c *Conn) Select(ns, password string) error {
+	var err error
+	if password == "" {
+		_, err = c.Do("SELECT", ns)
+	} else {
+		_, err = c.Do("SELECT", ns, password)
+	}
+	if err != nil {
+		return fmt.Errorf("select namespace %q: %w", ns, err)
+	}
+	return nil
+}
+
+// Set stores value under key and returns the key the server reports (the new
+// 8-byte id in sequential mode). It returns nil, nil when the server reports
+// the value unchanged.
+func (c *Conn) Set(key, value []byte) ([]byte, error) {
+	r, err := c.Do("SET", key, value)
+	if err != nil {
+		return nil, err
+	}
+	if r.Nil {
+		return nil, nil
+	}
+	return r.Str, nil
+}
+
+// Get returns the value of key, or nil, nil when it does not exist.
+func (c *Conn) Get(key []byte) ([]byte, error) {
+	r, err := c.Do("GET", key)
+	if err != nil {
+		return nil, err
+	}
+	if r.Nil {
+		return nil, nil
+	}
+	return r.Str, nil
+}
+
+// Del deletes key.
+func (c *Conn) Del(key []byte) error {
+	_, err := c.Do("DEL", key)
+	return err
+}
+
+// NSInfo returns the fields of NSINFO ns as a map ("entries", "mode", ...).
+func (c *Conn) NSInfo(ns string) (map[string]string, error) {
+	r, err := c.Do("NSINFO", ns)
+	if err != nil {
+		return nil, fmt.Errorf("nsinfo %q: %w", ns, err)
+	}
+	return ParseInfo(r.Str), nil
+}
+
+// Info returns the fields of INFO as a map.
+func (c *Conn) Info() (map[string]string, error) {
+	r, err := c.Do("INFO")
+	if err != nil {
+		return nil, fmt.Errorf("info: %w", err)
+	}
+	return ParseInfo(r.Str), nil
+}
+
+// ParseInfo parses "key: value" lines as INFO and NSINFO print them.
+func ParseInfo(text []byte) map[string]string {
+	m := make(map[string]string)
+	for _, line := range strings.Split(string(text), "\n") {
+		line = strings.TrimRight(line, "\r")
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		m[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	}
+	return m
+}
+
+// SeqKey encodes a sequential-mode id as the 8-byte little-endian key.
+func SeqKey(id uint64) []byte {
+	k := make([]byte, 8)
+	for i := 0; i < 8; i++ {
+		k[i] = byte(id >> (8 * i))
+	}
+	return k
+}
+
+// SeqID decodes an 8-byte little-endian sequential-mode key.
+func SeqID(key []byte) (uint64, error) {
+	if len(key) != 8 {
+		return 0, fmt.Errorf("sequential key has %d bytes, want 8", len(key))
+	}
+	var id uint64
+	for i := 7; i >= 0; i-- {
+		id = id<<8 | uint64(key[i])
+	}
+	return id, nil
+}
