@@ -1,0 +1,243 @@
+package meta
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/qsfs/qsfs/zstor/backend"
+	"github.com/qsfs/qsfs/zstor/codec"
+	"github.com/qsfs/qsfs/zstor/config"
+)
+
+// Metadata store erasure code: fixed 2 data + 2 parity shards, one per
+// metadata backend.
+const (
+	metaData   = 2
+	metaParity = 2
+)
+
+// ErrNotWritable is returned when a metadata write cannot reach all 4
+// backends ("Metastore is not writable").
+var ErrNotWritable = errors.New("metastore is not writable")
+
+// Store is the zdb metadata store over the 4 user-key metadata backends.
+// Safe for concurrent use.
+type Store struct {
+	Backends []config.Backend
+	Prefix   string
+	Root     string
+	key      []byte
+	pool     *backend.Pool
+}
+
+// NewStore builds the store of cfg. Values are encrypted with the top-level
+// encryption key, as the official zstor does.
+func NewStore(cfg *config.Config, pool *backend.Pool) (*Store, error) {
+	key, err := config.DecodeKey(cfg.Encryption.Key)
+	if err != nil {
+		return nil, fmt.Errorf("encryption.key: %w", err)
+	}
+	if len(cfg.Meta.Config.Backends) != config.MetaBackends {
+		return nil, fmt.Errorf("meta.config.backends: %d backends, want %d", len(cfg.Meta.Config.Backends), config.MetaBackends)
+	}
+	return &Store{Backends: cfg.Meta.Config.Backends, Prefix: cfg.Meta.Config.Prefix, Root: cfg.Root, key: key, pool: pool}, nil
+}
+
+// KeyFor returns the metadata key of a stored file path.
+func (s *Store) KeyFor(path string) (string, error) { return ObjectKey(s.Prefix, path, s.Root) }
+
+func (s *Store) each(fn func(i int, c *backend.Conn) error) []error {
+	errs := make([]error, len(s.Backends))
+	var wg sync.WaitGroup
+	for i, b := range s.Backends {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := s.pool.Get(b, backend.UserKey)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			errs[i] = fn(i, c)
+			s.pool.Put(c, backend.UserKey)
+		}()
+	}
+	wg.Wait()
+	return errs
+}
+
+// EncodeValue returns the 4 values written for plain: encrypted, split 2+2,
+// each `[i] ‖ shard ‖ b2(shard)`.
+func EncodeValue(key, plain []byte) ([][]byte, error) {
+	enc, err := codec.Encrypt(key, plain)
+	if err != nil {
+		return nil, err
+	}
+	shards, err := codec.Split(enc, metaData, metaParity)
+	if err != nil {
+		return nil, err
+	}
+	vals := make([][]byte, len(shards))
+	for i, sh := range shards {
+		sum := codec.Sum(sh)
+		v := make([]byte, 0, 1+len(sh)+len(sum))
+		v = append(v, byte(i))
+		v = append(v, sh...)
+		vals[i] = append(v, sum[:]...)
+	}
+	return vals, nil
+}
+
+// DecodeValue reverses EncodeValue from the values read (nil = missing).
+// It returns nil, nil when no value exists at all.
+func DecodeValue(key []byte, vals [][]byte) ([]byte, error) {
+	shards := make([][]byte, metaData+metaParity)
+	found, valid := 0, 0
+	for _, v := range vals {
+		if len(v) == 0 {
+			continue
+		}
+		found++
+		idx := int(v[0])
+		if idx >= len(shards) || len(v) < 1+codec.ChecksumSize {
+			continue
+		}
+		sh := v[1 : len(v)-codec.ChecksumSize]
+		if codec.Sum(sh) != codec.Checksum(v[len(v)-codec.ChecksumSize:]) {
+			continue
+		}
+		if shards[idx] == nil {
+			valid++
+		}
+		shards[idx] = append([]byte(nil), sh...)
+	}
+	if found == 0 {
+		return nil, nil
+	}
+	if valid < metaData {
+		return nil, fmt.Errorf("metadata value is corrupt: need at least %d valid shards, only %d available", metaData, valid)
+	}
+	enc, err := codec.Join(shards, metaData, metaParity)
+	if err != nil {
+		return nil, err
+	}
+	return codec.Decrypt(key, enc)
+}
+
+// Set writes a raw value under key on all 4 backends.
+func (s *Store) Set(key string, plain []byte) error {
+	vals, err := EncodeValue(s.key, plain)
+	if err != nil {
+		return err
+	}
+	errs := s.each(func(i int, c *backend.Conn) error { return c.Set([]byte(key), vals[i]) })
+	for i, err := range errs {
+		if err != nil {
+			return fmt.Errorf("%w: metadata backend %s: %w", ErrNotWritable, s.Backends[i].Address, err)
+		}
+	}
+	return nil
+}
+
+// Get reads a raw value; nil, nil when the key does not exist. Two
+// reachable backends with valid shards are enough.
+func (s *Store) Get(key string) ([]byte, error) {
+	vals := make([][]byte, len(s.Backends))
+	errs := s.each(func(i int, c *backend.Conn) error {
+		v, err := c.Get([]byte(key))
+		vals[i] = v
+		return err
+	})
+	failed := 0
+	var last error
+	for _, e := range errs {
+		if e != nil {
+			failed++
+			last = e
+		}
+	}
+	if failed > metaParity {
+		return nil, fmt.Errorf("metadata read %s: %d of %d backends failed: %w", key, failed, len(errs), last)
+	}
+	v, err := DecodeValue(s.key, vals)
+	if err != nil {
+		return nil, fmt.Errorf("metadata read %s: %w", key, err)
+	}
+	return v, nil
+}
+
+// Delete removes key from all backends.
+func (s *Store) Delete(key string) error {
+	errs := s.each(func(i int, c *backend.Conn) error { return c.Del([]byte(key)) })
+	return errors.Join(errs...)
+}
+
+// Save stores m under key.
+func (s *Store) Save(key string, m *MetaData) error {
+	b, err := m.Marshal()
+	if err != nil {
+		return err
+	}
+	return s.Set(key, b)
+}
+
+// Load returns the metadata under key, or nil, nil.
+func (s *Store) Load(key string) (*MetaData, error) {
+	b, err := s.Get(key)
+	if err != nil || b == nil {
+		return nil, err
+	}
+	m, err := Unmarshal(b)
+	if err != nil {
+		return nil, fmt.Errorf("metadata %s: %w", key, err)
+	}
+	return m, nil
+}
+
+// Keys calls fn for every key starting with prefix, scanning the reachable
+// metadata backend with the most entries.
+func (s *Store) Keys(prefix string, fn func(key string) error) error {
+	best, bestN := -1, int64(-1)
+	entries := make([]int64, len(s.Backends))
+	errs := s.each(func(i int, c *backend.Conn) error {
+		info, err := c.NSInfo()
+		if err != nil {
+			return err
+		}
+		fmt.Sscan(info["entries"], &entries[i])
+		return nil
+	})
+	for i, e := range errs {
+		if e == nil && entries[i] > bestN {
+			best, bestN = i, entries[i]
+		}
+	}
+	if best < 0 {
+		return fmt.Errorf("no healthy metadata backend to list keys: %w", errors.Join(errs...))
+	}
+	c, err := s.pool.Get(s.Backends[best], backend.UserKey)
+	if err != nil {
+		return err
+	}
+	defer s.pool.Put(c, backend.UserKey)
+	var cursor []byte
+	for {
+		batch, next, done, err := c.Scan(cursor)
+		if err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+		for _, e := range batch {
+			if k := string(e.Key); strings.HasPrefix(k, prefix) {
+				if err := fn(k); err != nil {
+					return err
+				}
+			}
+		}
+		cursor = next
+	}
+}
