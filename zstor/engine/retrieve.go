@@ -1,0 +1,206 @@
+package engine
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/qsfs/qsfs/zstor/backend"
+	"github.com/qsfs/qsfs/zstor/codec"
+	"github.com/qsfs/qsfs/zstor/meta"
+)
+
+// Retrieve fetches the object stored for file and writes it to file (below
+// root for relative paths), creating parent directories. The data is
+// verified against the stored checksum before it replaces anything.
+func (e *Engine) Retrieve(file string) (*meta.MetaData, error) {
+	cfg, st, _ := e.snapshot()
+	p, err := LookupPath(file)
+	if err != nil {
+		return nil, err
+	}
+	mkey, err := st.KeyFor(p)
+	if err != nil {
+		return nil, err
+	}
+	md, err := st.Load(mkey)
+	if err != nil {
+		return nil, fmt.Errorf("retrieve %s: %w", file, err)
+	}
+	if md == nil {
+		return nil, fmt.Errorf("retrieve %s: %w", file, ErrNotFound)
+	}
+	blob, err := e.fetchBlob(md)
+	if err != nil {
+		return nil, fmt.Errorf("retrieve %s: %w", file, err)
+	}
+	if err := writeObject(OutputPath(cfg, file), md, blob); err != nil {
+		return nil, fmt.Errorf("retrieve %s: %w", file, err)
+	}
+	return md, nil
+}
+
+// writeObject decrypts and decompresses blob into a temporary file next to
+// out, checks the checksum, then renames it into place.
+func writeObject(out string, md *meta.MetaData, blob []byte) error {
+	key, err := hexKey(md.Key)
+	if err != nil {
+		return err
+	}
+	plain, err := codec.Decrypt(key, blob)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return fmt.Errorf("create parent of %s: %w", out, err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".zstor-*")
+	if err != nil {
+		return fmt.Errorf("create %s: %w", out, err)
+	}
+	defer os.Remove(tmp.Name())
+	h := codec.NewHash()
+	bw := bufio.NewWriterSize(tmp, 1<<20)
+	if _, err := codec.Decompress(teeWriter{bw, h}, plain); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", out, err)
+	}
+	var sum codec.Checksum
+	h.Sum(sum[:0])
+	if sum != md.Checksum {
+		tmp.Close()
+		return fmt.Errorf("checksum mismatch for %s: got %x, stored %x", out, sum, md.Checksum)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", out, err)
+	}
+	if err := os.Rename(tmp.Name(), out); err != nil {
+		return fmt.Errorf("rename into %s: %w", out, err)
+	}
+	return nil
+}
+
+type teeWriter struct {
+	w interface{ Write([]byte) (int, error) }
+	h interface{ Write([]byte) (int, error) }
+}
+
+func (t teeWriter) Write(p []byte) (int, error) {
+	t.h.Write(p)
+	return t.w.Write(p)
+}
+
+// fetchShards reads the shards of md: data shards first, parity shards only
+// as needed, all in parallel. Shards with a bad checksum count as missing.
+// When all is true every shard is fetched.
+func (e *Engine) fetchShards(md *meta.MetaData, all bool) ([][]byte, error) {
+	n := md.DataShards + md.DisposableShards
+	shards := make([][]byte, n)
+	errs := make([]error, n)
+	fetch := func(idxs []int) {
+		var wg sync.WaitGroup
+		for _, i := range idxs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				shards[i], errs[i] = e.readShard(md.Shards[i])
+			}()
+		}
+		wg.Wait()
+	}
+	if len(md.Shards) != n {
+		return nil, fmt.Errorf("metadata lists %d shards, want %d", len(md.Shards), n)
+	}
+	var first []int
+	for i := 0; i < n; i++ {
+		if all || i < md.DataShards {
+			first = append(first, i)
+		}
+	}
+	fetch(first)
+	next := len(first)
+	for {
+		have := 0
+		for _, s := range shards {
+			if s != nil {
+				have++
+			}
+		}
+		if have >= md.DataShards || next >= n {
+			if have < md.DataShards {
+				var lastErr error
+				for _, err := range errs {
+					if err != nil {
+						lastErr = err
+					}
+				}
+				return nil, fmt.Errorf("%w: %d of %d required shards readable (last error: %v)", errTooFew, have, md.DataShards, lastErr)
+			}
+			return shards, nil
+		}
+		var more []int
+		for ; next < n && len(more) < md.DataShards-have; next++ {
+			more = append(more, next)
+		}
+		fetch(more)
+	}
+}
+
+func (e *Engine) fetchBlob(md *meta.MetaData) ([]byte, error) {
+	shards, err := e.fetchShards(md, false)
+	if err != nil {
+		return nil, err
+	}
+	return codec.Join(shards, md.DataShards, md.DisposableShards)
+}
+
+func (e *Engine) readShard(si meta.ShardInfo) ([]byte, error) {
+	c, err := e.Pool.Get(si.Backend, backend.Sequential)
+	if err != nil {
+		return nil, err
+	}
+	keys := make([][]byte, len(si.Keys))
+	for i, k := range si.Keys {
+		keys[i] = k.Bytes()
+	}
+	data, err := c.ReadShard(keys, nil)
+	e.Pool.Put(c, backend.Sequential)
+	if err != nil {
+		return nil, err
+	}
+	if codec.Sum(data) != si.Checksum {
+		return nil, fmt.Errorf("shard %d on %s: checksum mismatch", si.Index, meta.BackendID(si.Backend))
+	}
+	return data, nil
+}
+
+// Check returns the stored checksum of file, or nil when nothing is stored.
+func (e *Engine) Check(file string) (*codec.Checksum, error) {
+	_, st, _ := e.snapshot()
+	p, err := LookupPath(file)
+	if err != nil {
+		return nil, err
+	}
+	mkey, err := st.KeyFor(p)
+	if err != nil {
+		return nil, err
+	}
+	md, err := st.Load(mkey)
+	if err != nil {
+		return nil, fmt.Errorf("check %s: %w", file, err)
+	}
+	if md == nil {
+		return nil, nil
+	}
+	return &md.Checksum, nil
+}
