@@ -1,0 +1,188 @@
+package zdb
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Server accepts RESP connections on TCP and/or a unix socket and serves
+// them from a Store, one goroutine per client.
+type Server struct {
+	opts  Options
+	store *Store
+	hooks *hookRunner
+	log   *logrus.Entry
+	id    string
+	// instanceTag is INFO's instance_id (random per boot)
+	instanceTag string
+	bootTime    time.Time
+	listeners   []net.Listener
+
+	clientsMu sync.Mutex
+	clients   map[*session]struct{}
+	waiters   waitRegistry
+	closing   atomic.Bool
+}
+
+// instanceID is the id passed as argv[2] of every hook.
+func instanceID(o Options) string {
+	if o.Socket != "" {
+		return "unix://" + o.Socket
+	}
+	return "tcp://" + o.Listen + ":" + strconv.Itoa(o.Port)
+}
+
+// listen opens the configured sockets.
+func (s *Server) listen() error {
+	o := s.opts
+	if o.Socket != "" {
+		if st, err := os.Lstat(o.Socket); err == nil && st.Mode()&os.ModeSocket != 0 {
+			os.Remove(o.Socket)
+		}
+		l, err := net.Listen("unix", o.Socket)
+		if err != nil {
+			return err
+		}
+		s.listeners = append(s.listeners, l)
+	}
+	if o.Socket == "" || o.DualNet {
+		l, err := net.Listen("tcp", net.JoinHostPort(o.Listen, strconv.Itoa(o.Port)))
+		if err != nil {
+			s.closeListeners()
+			return err
+		}
+		s.listeners = append(s.listeners, l)
+	}
+	return nil
+}
+
+func (s *Server) closeListeners() {
+	for _, l := range s.listeners {
+		l.Close()
+	}
+}
+
+// serve accepts connections on every listener until they are closed.
+func (s *Server) serve() {
+	var wg sync.WaitGroup
+	for _, l := range s.listeners {
+		wg.Add(1)
+		go func(l net.Listener) {
+			defer wg.Done()
+			for {
+				nc, err := l.Accept()
+				if err != nil {
+					if s.closing.Load() || errors.Is(err, net.ErrClosed) {
+						return
+					}
+					s.log.Warnf("accept: %v", err)
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
+				go s.handle(nc)
+			}
+		}(l)
+	}
+	wg.Wait()
+}
+
+// session is one connection's state.
+type session struct {
+	srv       *Server
+	nc        net.Conn
+	r         *bufio.Reader
+	w         *bufio.Writer
+	rr        *requestReader
+	rw        replyWriter
+	ns        *Namespace
+	writable  bool
+	admin     bool
+	challenge string
+	scratch   []byte
+	executed  string // name of the last executed command (WAIT)
+	closeConn bool
+}
+
+type countingConn struct {
+	net.Conn
+	rx, tx *atomic.Int64
+}
+
+func (c countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.rx.Add(int64(n))
+	return n, err
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.tx.Add(int64(n))
+	return n, err
+}
+
+func (s *Server) handle(nc net.Conn) {
+	st := &s.store.stats
+	st.clientsLifetime.Add(1)
+	cc := countingConn{Conn: nc, rx: &st.netRx, tx: &st.netTx}
+	c := &session{
+		srv:      s,
+		nc:       nc,
+		r:        bufio.NewReaderSize(cc, readBufSize),
+		w:        bufio.NewWriterSize(cc, 64<<10),
+		ns:       s.store.Get(defaultNamespace),
+		writable: !s.opts.Protect,
+		admin:    s.opts.Admin == "",
+	}
+	c.rw.w = c.w
+	c.rr = newRequestReader(c.r)
+	s.clientsMu.Lock()
+	s.clients[c] = struct{}{}
+	s.clientsMu.Unlock()
+	defer func() {
+		s.clientsMu.Lock()
+		delete(s.clients, c)
+		s.clientsMu.Unlock()
+		nc.Close()
+	}()
+	for {
+		if c.r.Buffered() == 0 {
+			if err := c.w.Flush(); err != nil {
+				return
+			}
+		}
+		args, err := c.rr.read()
+		if err != nil {
+			var pe *protoError
+			if errors.As(err, &pe) {
+				c.rw.err(pe.reply)
+				if pe.fatal {
+					c.w.Flush()
+					return
+				}
+				continue
+			}
+			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, net.ErrClosed) {
+				s.log.Debugf("client read: %v", err)
+			}
+			c.w.Flush()
+			return
+		}
+		if len(args) == 0 {
+			continue
+		}
+		c.dispatch(args)
+		if c.closeConn {
+			c.w.Flush()
+			return
+		}
+	}
+}
