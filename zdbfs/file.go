@@ -1,0 +1,393 @@
+package zdbfs
+
+import (
+	"container/list"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/qsfs/qsfs/zdbfs/layout"
+)
+
+const blockSize = layout.BlockSize
+
+// maxBlocks keeps a file's inode record under the 8 MiB value limit of 0-db.
+const maxBlocks = (8<<20 - layout.InodeSize - 8) / 4
+
+// block is one cached 128 KiB block of a file.
+type block struct {
+	data     []byte // valid bytes of the block
+	dirty    bool
+	gen      uint64        // bumped on every change
+	elem     *list.Element // position in the clean LRU (guarded by FS.cacheMu)
+	flushing bool
+}
+
+type lruRef struct {
+	n   *node
+	idx uint32
+	b   *block
+}
+
+// fetch is a block read in progress.
+type fetch struct {
+	done chan struct{}
+	data []byte
+	err  error
+}
+
+func (fs *FS) account(delta int64) { atomic.AddInt64(&fs.cacheBytes, delta) }
+
+// setClean puts b in the clean LRU (or refreshes its position).
+func (fs *FS) touch(n *node, idx uint32, b *block) {
+	fs.cacheMu.Lock()
+	if b.dirty {
+		if b.elem != nil {
+			fs.lru.Remove(b.elem)
+			b.elem = nil
+		}
+	} else if b.elem != nil {
+		fs.lru.MoveToBack(b.elem)
+	} else {
+		b.elem = fs.lru.PushBack(lruRef{n, idx, b})
+	}
+	fs.cacheMu.Unlock()
+}
+
+func (fs *FS) untrack(b *block) {
+	fs.cacheMu.Lock()
+	if b.elem != nil {
+		fs.lru.Remove(b.elem)
+		b.elem = nil
+	}
+	fs.cacheMu.Unlock()
+}
+
+// markDirty flags a block modified; n.mu held.
+func (fs *FS) markDirty(n *node, b *block) {
+	b.gen++
+	if !b.dirty {
+		b.dirty = true
+		atomic.AddInt64(&fs.dirtyBytes, blockSize)
+		fs.untrack(b)
+		fs.dirtyMu.Lock()
+		fs.dirtyData[n] = struct{}{}
+		fs.dirtyMu.Unlock()
+	}
+}
+
+// dropBlocks forgets cached blocks from index from on; n.mu held.
+func (fs *FS) dropBlocks(n *node, from uint32) {
+	for idx, b := range n.cache {
+		if idx < from {
+			continue
+		}
+		if b.dirty {
+			atomic.AddInt64(&fs.dirtyBytes, -blockSize)
+		}
+		fs.untrack(b)
+		fs.account(-int64(cap(b.data)))
+		delete(n.cache, idx)
+	}
+}
+
+// evict drops clean blocks until the cache fits its budget. It must be
+// called without any node lock held.
+func (fs *FS) evict() {
+	for atomic.LoadInt64(&fs.cacheBytes) > fs.budget {
+		fs.cacheMu.Lock()
+		e := fs.lru.Front()
+		if e == nil {
+			fs.cacheMu.Unlock()
+			return
+		}
+		ref := e.Value.(lruRef)
+		fs.lru.Remove(e)
+		ref.b.elem = nil
+		fs.cacheMu.Unlock()
+		ref.n.mu.Lock()
+		if cur := ref.n.cache[ref.idx]; cur == ref.b && !cur.dirty && !cur.flushing {
+			fs.untrack(cur)
+			delete(ref.n.cache, ref.idx)
+			fs.account(-int64(cap(cur.data)))
+		}
+		ref.n.mu.Unlock()
+	}
+}
+
+// blockID returns the data id of block idx; n.mu held.
+func (n *node) blockID(idx uint32) uint32 {
+	if int(idx) < len(n.blocks) {
+		return n.blocks[idx]
+	}
+	return 0
+}
+
+// readBlocks makes sure blocks [first, last] are cached, fetching the missing
+// ones in one pipeline, plus ahead more blocks for read-ahead. n.mu is held
+// on entry and on return but released while waiting for zdb.
+func (fs *FS) readBlocks(n *node, first, last uint32, ahead uint32) syscall.Errno {
+	for {
+		var want []uint32
+		var wait *fetch
+		end := last + ahead
+		for idx := first; idx <= end; idx++ {
+			if n.cache[idx] != nil {
+				continue
+			}
+			if f := n.inflight[idx]; f != nil {
+				if idx <= last && wait == nil {
+					wait = f
+				}
+				continue
+			}
+			if n.blockID(idx) == 0 {
+				if idx <= last {
+					// hole or not yet written: an empty block
+					b := &block{}
+					n.cache[idx] = b
+					fs.touch(n, idx, b)
+				}
+				continue
+			}
+			if idx > last && fs.prefetchBudgetLow() {
+				break
+			}
+			want = append(want, idx)
+		}
+		if len(want) == 0 && wait == nil {
+			return 0
+		}
+		if len(want) > 0 {
+			fs.fetchBlocks(n, want, last)
+			continue
+		}
+		n.mu.Unlock()
+		<-wait.done
+		n.mu.Lock()
+		if wait.err != nil {
+			return errno(wait.err)
+		}
+	}
+}
+
+func (fs *FS) prefetchBudgetLow() bool {
+	return atomic.LoadInt64(&fs.cacheBytes) > fs.budget*3/4
+}
+
+// fetchBlocks reads the given blocks; those up to last are waited for, the
+// rest are read in the background. n.mu held on entry and return.
+func (fs *FS) fetchBlocks(n *node, want []uint32, last uint32) {
+	if n.inflight == nil {
+		n.inflight = map[uint32]*fetch{}
+	}
+	ids := make([]uint64, len(want))
+	fetches := make([]*fetch, len(want))
+	for k, idx := range want {
+		ids[k] = uint64(n.blockID(idx))
+		fetches[k] = &fetch{done: make(chan struct{})}
+		n.inflight[idx] = fetches[k]
+	}
+	run := func() {
+		vals, err := fs.b.data.getMany(ids)
+		n.mu.Lock()
+		for k, idx := range want {
+			f := fetches[k]
+			f.err = err
+			if err == nil && n.inflight[idx] == f && n.cache[idx] == nil && uint64(n.blockID(idx)) == ids[k] {
+				b := &block{data: vals[k]}
+				n.cache[idx] = b
+				fs.account(int64(cap(b.data)))
+				fs.touch(n, idx, b)
+			}
+			if n.inflight[idx] == f {
+				delete(n.inflight, idx)
+			}
+			close(f.done)
+		}
+		n.mu.Unlock()
+	}
+	// split: blocks needed now are read synchronously, read-ahead in the background
+	split := len(want)
+	for k, idx := range want {
+		if idx > last {
+			split = k
+			break
+		}
+	}
+	if split < len(want) {
+		bg := want[split:]
+		bgIDs := ids[split:]
+		bgF := fetches[split:]
+		go func() {
+			vals, err := fs.b.data.getMany(bgIDs)
+			n.mu.Lock()
+			for k, idx := range bg {
+				f := bgF[k]
+				f.err = err
+				if err == nil && n.inflight[idx] == f && n.cache[idx] == nil && uint64(n.blockID(idx)) == bgIDs[k] {
+					b := &block{data: vals[k]}
+					n.cache[idx] = b
+					fs.account(int64(cap(b.data)))
+					fs.touch(n, idx, b)
+				}
+				if n.inflight[idx] == f {
+					delete(n.inflight, idx)
+				}
+				close(f.done)
+			}
+			n.mu.Unlock()
+			fs.evict()
+		}()
+		want, ids, fetches = want[:split], ids[:split], fetches[:split]
+	}
+	if len(want) == 0 {
+		return
+	}
+	n.mu.Unlock()
+	run()
+	n.mu.Lock()
+}
+
+// readAt copies file data at off into buf; n.mu held.
+func (fs *FS) readAt(n *node, buf []byte, off uint64) (int, syscall.Errno) {
+	size := n.attr.Size
+	if off >= size || len(buf) == 0 {
+		return 0, 0
+	}
+	end := min(off+uint64(len(buf)), size)
+	first, last := uint32(off/blockSize), uint32((end-1)/blockSize)
+	var ahead uint32
+	if off == n.lastRead && !fs.opts.NoCache {
+		ahead = 16
+		if maxIdx := uint32((size - 1) / blockSize); last+ahead > maxIdx {
+			ahead = maxIdx - last
+		}
+	}
+	if e := fs.readBlocks(n, first, last, ahead); e != 0 {
+		return 0, e
+	}
+	total := int(end - off)
+	for p := off; p < end; {
+		idx := uint32(p / blockSize)
+		in := p % blockSize
+		chunk := min(blockSize-in, end-p)
+		dst := buf[p-off : p-off+chunk]
+		b := n.cache[idx]
+		if b == nil {
+			// evicted or truncated while we waited: retry once
+			if e := fs.readBlocks(n, idx, idx, 0); e != 0 {
+				return 0, e
+			}
+			if b = n.cache[idx]; b == nil {
+				return 0, syscall.EIO
+			}
+		}
+		c := 0
+		if in < uint64(len(b.data)) {
+			c = copy(dst, b.data[in:])
+		}
+		clear(dst[c:])
+		fs.touch(n, idx, b)
+		p += chunk
+	}
+	n.lastRead = end
+	return total, 0
+}
+
+// writeAt stores data at off; n.mu held. It returns the indexes of blocks
+// that became full, for write-behind.
+func (fs *FS) writeAt(n *node, data []byte, off uint64) ([]uint32, syscall.Errno) {
+	end := off + uint64(len(data))
+	if end/blockSize >= maxBlocks {
+		return nil, syscall.EFBIG
+	}
+	var full []uint32
+	for p := off; p < end; {
+		idx := uint32(p / blockSize)
+		in := p % blockSize
+		chunk := min(blockSize-in, end-p)
+		b := n.cache[idx]
+		if b == nil {
+			covers := in == 0 && chunk == blockSize
+			if !covers && n.blockID(idx) != 0 {
+				if e := fs.readBlocks(n, idx, idx, 0); e != 0 {
+					return full, e
+				}
+				b = n.cache[idx]
+			}
+			if b == nil {
+				b = &block{}
+				n.cache[idx] = b
+			}
+		}
+		need := int(in + chunk)
+		if need > len(b.data) {
+			if need > cap(b.data) {
+				c := need
+				if c < blockSize && c < 2*cap(b.data) {
+					c = min(2*cap(b.data), blockSize)
+				}
+				nb := make([]byte, need, c)
+				copy(nb, b.data)
+				fs.account(int64(cap(nb) - cap(b.data)))
+				b.data = nb
+			} else {
+				old := len(b.data)
+				b.data = b.data[:need]
+				clear(b.data[old:])
+			}
+		}
+		copy(b.data[in:], data[p-off:p-off+chunk])
+		fs.markDirty(n, b)
+		if in+chunk == blockSize {
+			full = append(full, idx)
+		}
+		p += chunk
+	}
+	if int(uint32((end-1)/blockSize)) >= len(n.blocks) && end > 0 {
+		nb := make([]uint32, (end-1)/blockSize+1)
+		copy(nb, n.blocks)
+		n.blocks = nb
+	}
+	if end > n.attr.Size {
+		n.attr.Size = end
+	}
+	t := now()
+	n.attr.Mtime, n.attr.Ctime = t, t
+	return full, 0
+}
+
+// truncate sets the file size; n.mu held.
+func (fs *FS) truncate(n *node, size uint64) syscall.Errno {
+	if size/blockSize >= maxBlocks {
+		return syscall.EFBIG
+	}
+	if size < n.attr.Size {
+		keep := uint32((size + blockSize - 1) / blockSize)
+		if size%blockSize != 0 {
+			idx := uint32(size / blockSize)
+			if e := fs.readBlocks(n, idx, idx, 0); e != 0 {
+				return e
+			}
+			if b := n.cache[idx]; b != nil && uint64(len(b.data)) > size%blockSize {
+				b.data = b.data[:size%blockSize]
+				fs.markDirty(n, b)
+			}
+		}
+		fs.dropBlocks(n, keep)
+		if int(keep) < len(n.blocks) {
+			var dead []uint64
+			for _, id := range n.blocks[keep:] {
+				if id != 0 {
+					dead = append(dead, uint64(id))
+				}
+			}
+			n.blocks = n.blocks[:keep:keep]
+			fs.dirtyMu.Lock()
+			fs.delData = append(fs.delData, dead...)
+			fs.dirtyMu.Unlock()
+		}
+	}
+	n.attr.Size = size
+	return 0
+}

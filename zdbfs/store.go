@@ -1,0 +1,248 @@
+package zdbfs
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/qsfs/qsfs/zdb/client"
+)
+
+// ioTimeout bounds one round trip to zdb.
+const ioTimeout = 60 * time.Second
+
+// namespace is a small pool of connections to one sequential namespace. Each
+// pooled connection has already selected the namespace. A connection that
+// failed at the transport level is dropped and the request retried once on a
+// fresh one, so a restarted zdb is picked up transparently.
+type namespace struct {
+	b    Backend
+	pool chan *client.Conn
+}
+
+func newNamespace(b Backend, size int) *namespace {
+	return &namespace{b: b, pool: make(chan *client.Conn, size)}
+}
+
+func (ns *namespace) dial() (*client.Conn, error) {
+	network, addr := ns.b.Network()
+	c, err := client.Dial(network, addr, ioTimeout)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Select(ns.b.Namespace, ns.b.Password); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (ns *namespace) get() (*client.Conn, error) {
+	select {
+	case c := <-ns.pool:
+		return c, nil
+	default:
+		return ns.dial()
+	}
+}
+
+func (ns *namespace) put(c *client.Conn) {
+	select {
+	case ns.pool <- c:
+	default:
+		c.Close()
+	}
+}
+
+func (ns *namespace) close() {
+	for {
+		select {
+		case c := <-ns.pool:
+			c.Close()
+		default:
+			return
+		}
+	}
+}
+
+// isTransport reports whether err came from the connection, not from a reply.
+func isTransport(err error) bool {
+	var se client.ServerError
+	return err != nil && !errors.As(err, &se)
+}
+
+// pipeline sends n requests built by req on one connection and hands each
+// reply to got. Replies that say the namespace is temporarily locked are
+// retried every 100 ms, as 0-db-fs does. A transport error is retried once
+// on a new connection.
+func (ns *namespace) pipeline(n int, req func(i int) []any, got func(i int, r client.Reply) error) error {
+	if n == 0 {
+		return nil
+	}
+	todo := make([]int, n)
+	for i := range todo {
+		todo[i] = i
+	}
+	transportRetry := false
+	for len(todo) > 0 {
+		c, err := ns.get()
+		if err != nil {
+			if !transportRetry {
+				transportRetry = true
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		var locked []int
+		err = func() error {
+			for start := 0; start < len(todo); start += 512 {
+				end := min(start+512, len(todo))
+				for _, i := range todo[start:end] {
+					if err := c.Send(req(i)...); err != nil {
+						return err
+					}
+				}
+				if err := c.Flush(); err != nil {
+					return err
+				}
+				var first error
+				for _, i := range todo[start:end] {
+					r, err := c.Receive()
+					if err != nil {
+						return err
+					}
+					if r.Kind == client.KindError && strings.HasPrefix(string(r.Str), "Namespace is temporarily locked") {
+						locked = append(locked, i)
+						continue
+					}
+					if err := got(i, r); err != nil && first == nil {
+						first = err
+					}
+				}
+				if first != nil {
+					return first
+				}
+			}
+			return nil
+		}()
+		if isTransport(err) {
+			c.Close()
+			if transportRetry {
+				return err
+			}
+			transportRetry = true
+			continue // resend everything; SETs of ids are idempotent
+		}
+		ns.put(c)
+		if err != nil {
+			return err
+		}
+		todo = locked
+		if len(todo) > 0 {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+func (ns *namespace) do(args ...any) (client.Reply, error) {
+	var out client.Reply
+	err := ns.pipeline(1, func(int) []any { return args }, func(_ int, r client.Reply) error {
+		out = r
+		return r.Err()
+	})
+	return out, err
+}
+
+// getMany fetches ids; missing ones come back nil.
+func (ns *namespace) getMany(ids []uint64) ([][]byte, error) {
+	out := make([][]byte, len(ids))
+	err := ns.pipeline(len(ids), func(i int) []any {
+		return []any{"GET", client.SeqKey(ids[i])}
+	}, func(i int, r client.Reply) error {
+		if err := r.Err(); err != nil {
+			return fmt.Errorf("get %s id %d: %w", ns.b.Namespace, ids[i], err)
+		}
+		if !r.Nil {
+			out[i] = r.Str
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (ns *namespace) getOne(id uint64) ([]byte, error) {
+	v, err := ns.getMany([]uint64{id})
+	if err != nil {
+		return nil, err
+	}
+	return v[0], nil
+}
+
+// setMany updates existing ids.
+func (ns *namespace) setMany(ids []uint64, vals [][]byte) error {
+	return ns.pipeline(len(ids), func(i int) []any {
+		return []any{"SET", client.SeqKey(ids[i]), vals[i]}
+	}, func(i int, r client.Reply) error {
+		if err := r.Err(); err != nil {
+			return fmt.Errorf("set %s id %d: %w", ns.b.Namespace, ids[i], err)
+		}
+		return nil
+	})
+}
+
+// insertMany stores new values and returns their ids.
+func (ns *namespace) insertMany(vals [][]byte) ([]uint64, error) {
+	ids := make([]uint64, len(vals))
+	err := ns.pipeline(len(vals), func(i int) []any {
+		return []any{"SET", "", vals[i]}
+	}, func(i int, r client.Reply) error {
+		if err := r.Err(); err != nil {
+			return fmt.Errorf("insert into %s: %w", ns.b.Namespace, err)
+		}
+		id, err := client.SeqID(r.Str)
+		if err != nil {
+			return fmt.Errorf("insert into %s: %w", ns.b.Namespace, err)
+		}
+		ids[i] = id
+		return nil
+	})
+	return ids, err
+}
+
+// delMany deletes ids; ids already gone are not an error.
+func (ns *namespace) delMany(ids []uint64) error {
+	return ns.pipeline(len(ids), func(i int) []any {
+		return []any{"DEL", client.SeqKey(ids[i])}
+	}, func(i int, r client.Reply) error {
+		if err := r.Err(); err != nil && !client.IsServerError(err, "Key not found") {
+			return fmt.Errorf("del %s id %d: %w", ns.b.Namespace, ids[i], err)
+		}
+		return nil
+	})
+}
+
+// errno maps a backend error to what the caller of a FUSE operation sees.
+func errno(err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		return e
+	}
+	var se client.ServerError
+	if errors.As(err, &se) {
+		s := string(se)
+		if strings.HasPrefix(s, "No space left on this namespace") || strings.HasPrefix(s, "Namespace definitely full") {
+			return syscall.ENOSPC
+		}
+		if strings.Contains(s, "read-only") {
+			return syscall.EROFS
+		}
+	}
+	return syscall.EIO
+}
