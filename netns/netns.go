@@ -13,7 +13,9 @@
 // Layout for a volume id (16 lowercase hex chars) with the default pools:
 //
 //	namespace  qfs-ns-<id>
-//	veth       qfsh<id[:11]> (host) <-> qfsn<id[:11]> (namespace)
+//	veth       qh<id32> (host) <-> qn<id32> (namespace), id32 = the id's
+//	           64 bits in 13 base-32 digits, so names never collide; the
+//	           host side's alias is the id
 //	IPv4       a /30 of 100.127.0.0/16: host .1, namespace .2
 //	IPv6       a /64 of fd8c:5f0e:9a3b::/48: host ::1, namespace ::2
 //
@@ -26,6 +28,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -34,11 +37,9 @@ const (
 	// NamePrefix starts the name of every qsfs network namespace.
 	NamePrefix = "qfs-ns-"
 	// HostIfPrefix starts the host side of every qsfs veth pair.
-	HostIfPrefix = "qfsh"
+	HostIfPrefix = "qh"
 	// NSIfPrefix starts the namespace side of every qsfs veth pair.
-	NSIfPrefix = "qfsn"
-	// ifIDLen is how many id characters go into a veth name (4+11 = 15).
-	ifIDLen = 11
+	NSIfPrefix = "qn"
 )
 
 // Default address pools for the veth pairs. 100.127.0.0/16 is the range ZOS
@@ -89,8 +90,16 @@ func ValidID(id string) error {
 	return nil
 }
 
-func hostIfName(id string) string { return HostIfPrefix + id[:ifIDLen] }
-func nsIfName(id string) string   { return NSIfPrefix + id[:ifIDLen] }
+func hostIfName(id string) string { return HostIfPrefix + ifID(id) }
+func nsIfName(id string) string   { return NSIfPrefix + ifID(id) }
+
+// ifID writes a valid id's 64 bits as 13 base-32 digits (2+13 = 15 chars,
+// the kernel's limit for interface names).
+func ifID(id string) string {
+	n, _ := strconv.ParseUint(id, 16, 64)
+	s := strconv.FormatUint(n, 32)
+	return strings.Repeat("0", 13-len(s)) + s
+}
 
 // tag is the iptables comment that marks every rule of volume id.
 func tag(id string) string { return "qsfs:" + id }
