@@ -386,6 +386,37 @@ func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out
 	return fuse.OK
 }
 
+// Tmpfile creates an unnamed regular file (O_TMPFILE); linkat(2) may name it.
+func (fs *FS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) fuse.Status {
+	fs.count(&fs.stats.create)
+	uid, e := checkID(in.Uid)
+	if e != 0 {
+		return st(e)
+	}
+	gid, e := checkID(in.Gid)
+	if e != 0 {
+		return st(e)
+	}
+	if _, e := fs.dirNode(in.NodeId); e != 0 {
+		return st(e)
+	}
+	ino, err := fs.allocIno()
+	if err != nil {
+		return st(errno(err))
+	}
+	t := now()
+	n := &node{ino: ino, tmpfile: true, opens: 1, lookups: 1, cache: map[uint32]*block{},
+		attr: layout.Inode{Mode: syscall.S_IFREG | in.Mode&07777, UID: uid, GID: gid, Atime: t, Mtime: t, Ctime: t}}
+	fs.nodesMu.Lock()
+	fs.nodes[ino] = n
+	fs.nodesMu.Unlock()
+	fs.markMeta(n)
+	fs.fillEntry(n, &out.EntryOut)
+	out.Fh = ino
+	out.OpenFlags = fs.openFlags()
+	return fuse.OK
+}
+
 func (fs *FS) openFlags() uint32 {
 	if fs.opts.NoCache {
 		return 0
@@ -419,9 +450,10 @@ func (fs *FS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fu
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.attr.Links == 0 || n.reaped {
+	if n.reaped || (n.attr.Links == 0 && !n.tmpfile) {
 		return fuse.ENOENT
 	}
+	n.tmpfile = false
 	if n.attr.Links == 0xffffffff {
 		return fuse.Status(syscall.EMLINK)
 	}

@@ -28,6 +28,7 @@ type node struct {
 	opens     int        // open file handles (guarded by mu)
 	lookups   uint64     // kernel references (guarded by FS.nodesMu)
 	reaped    bool       // removed from the backend
+	tmpfile   bool       // created by O_TMPFILE and not linked yet
 	flushing  int        // block flushes in progress
 	flushDone *sync.Cond // signalled when flushing drops to 0
 }
