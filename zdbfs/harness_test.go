@@ -101,6 +101,7 @@ func newStack(t *testing.T) *stack {
 		t.Fatal(err)
 	}
 	s := &stack{t: t, dir: dir, sock: filepath.Join(dir, "zdb.sock"), mnt: filepath.Join(dir, "mnt")}
+	os.Chmod(dir, 0o755) // other users must reach the mountpoint
 	os.Mkdir(s.mnt, 0o755)
 	t.Cleanup(func() {
 		s.unmount()
