@@ -9,8 +9,10 @@
 package engine
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -19,6 +21,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/qsfs/qsfs/zstor/backend"
+	"github.com/qsfs/qsfs/zstor/codec"
 	"github.com/qsfs/qsfs/zstor/config"
 	"github.com/qsfs/qsfs/zstor/meta"
 )
@@ -163,4 +166,36 @@ func fileSize(path string) int64 {
 		return 0
 	}
 	return st.Size()
+}
+
+// InConfig reports whether b is one of cfg's data backends.
+func (e *Engine) InConfig(cfg *config.Config, b config.Backend) bool { return inConfig(cfg, b) }
+
+// MarkReplaced records b as replaced in the metadata store, under the
+// official key /{prefix}/replaced_backends/{hex(b2(address‖ns‖password))}.
+func (e *Engine) MarkReplaced(b config.Backend) error {
+	st := e.Meta()
+	addr := b.Address
+	if ap, err := config.ParseAddress(b.Address); err == nil {
+		addr = ap.String()
+	}
+	sum := codec.Sum([]byte(addr + b.NamespaceName() + b.PasswordValue()))
+	return st.Set("/"+st.Prefix+"/replaced_backends/"+hex.EncodeToString(sum[:]), nil)
+}
+
+// EncodeFileChecksum returns the BLAKE2b-128 of a local file and its size.
+func (e *Engine) EncodeFileChecksum(path string) (codec.Checksum, int64, bool, error) {
+	var sum codec.Checksum
+	f, err := os.Open(path)
+	if err != nil {
+		return sum, 0, false, err
+	}
+	defer f.Close()
+	h := codec.NewHash()
+	n, err := io.Copy(h.(io.Writer), f)
+	if err != nil {
+		return sum, 0, false, fmt.Errorf("read %s: %w", path, err)
+	}
+	h.Sum(sum[:0])
+	return sum, n, true, nil
 }

@@ -1,0 +1,225 @@
+// Package zdbtest starts real `qsfs zdb` processes as zstor backends for
+// tests: one process per backend on 127.0.0.1 with its own port and
+// directory, a sequential-mode data namespace and a user-key metadata
+// namespace on each, and a config.Config wired to them. It owns nothing
+// used outside tests.
+package zdbtest
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/qsfs/qsfs/internal/testbin"
+	"github.com/qsfs/qsfs/zdb/client"
+	"github.com/qsfs/qsfs/zstor/config"
+)
+
+// Namespaces created on every backend.
+const (
+	DataNS   = "zstor-data"
+	MetaNS   = "zstor-meta"
+	Password = "s3cret"
+)
+
+// Zdb is one running backend process.
+type Zdb struct {
+	Port int
+	Dir  string
+	t    testing.TB
+	cmd  *exec.Cmd
+	out  *syncBuf
+	done chan struct{}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.b.Len() > 1<<20 {
+		s.b.Reset()
+	}
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freePort(t testing.TB) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Start runs a new backend with fresh namespaces.
+func Start(t testing.TB) *Zdb {
+	t.Helper()
+	z := &Zdb{Port: freePort(t), Dir: t.TempDir(), t: t}
+	z.Start()
+	z.setup()
+	t.Cleanup(z.Stop)
+	return z
+}
+
+// Addr is the backend's address.
+func (z *Zdb) Addr() string { return "127.0.0.1:" + strconv.Itoa(z.Port) }
+
+// Start (re)starts the process on the same port and directory.
+func (z *Zdb) Start() {
+	t := z.t
+	t.Helper()
+	z.out = &syncBuf{}
+	z.cmd = exec.Command(testbin.Path(t), "zdb", "--listen", "127.0.0.1", "--port", strconv.Itoa(z.Port),
+		"--data", filepath.Join(z.Dir, "data"), "--index", filepath.Join(z.Dir, "index"))
+	z.cmd.Stdout, z.cmd.Stderr = z.out, z.out
+	z.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := z.cmd.Start(); err != nil {
+		t.Fatalf("start zdb: %v", err)
+	}
+	z.done = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) { cmd.Wait(); close(done) }(z.cmd, z.done)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := client.Dial("tcp", z.Addr(), time.Second)
+		if err == nil {
+			err = c.Ping()
+			c.Close()
+			if err == nil {
+				return
+			}
+		}
+		select {
+		case <-z.done:
+			t.Fatalf("zdb on port %d exited: %s", z.Port, z.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("zdb on port %d not ready: %v\n%s", z.Port, err, z.out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (z *Zdb) setup() {
+	c, err := client.Dial("tcp", z.Addr(), 5*time.Second)
+	if err != nil {
+		z.t.Fatal(err)
+	}
+	defer c.Close()
+	for _, cmd := range [][]any{
+		{"NSNEW", DataNS}, {"NSSET", DataNS, "mode", "seq"}, {"NSSET", DataNS, "password", Password}, {"NSSET", DataNS, "public", "0"},
+		{"NSNEW", MetaNS}, {"NSSET", MetaNS, "mode", "user"}, {"NSSET", MetaNS, "password", Password}, {"NSSET", MetaNS, "public", "0"},
+	} {
+		if _, err := c.Do(cmd...); err != nil {
+			z.t.Fatalf("zdb %d: %v: %v", z.Port, cmd, err)
+		}
+	}
+}
+
+// Stop terminates the process (SIGTERM, then SIGKILL) and waits for it.
+func (z *Zdb) Stop() {
+	if z.cmd == nil || z.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-z.done:
+		return
+	default:
+	}
+	z.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-z.done:
+	case <-time.After(10 * time.Second):
+		z.cmd.Process.Kill()
+		<-z.done
+	}
+}
+
+// Entries returns the number of entries in the data namespace.
+func (z *Zdb) Entries() (int, error) {
+	c, err := client.Dial("tcp", z.Addr(), 5*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	info, err := c.NSInfo(DataNS)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(info["entries"])
+}
+
+// Cluster is a set of backends split into groups, the first four also
+// serving metadata.
+type Cluster struct {
+	Groups [][]*Zdb
+	All    []*Zdb
+}
+
+// StartCluster starts backends with the given group sizes (at least 4 in
+// total).
+func StartCluster(t testing.TB, sizes ...int) *Cluster {
+	t.Helper()
+	cl := &Cluster{}
+	for _, n := range sizes {
+		g := make([]*Zdb, n)
+		cl.Groups = append(cl.Groups, g)
+		for i := range g {
+			g[i] = Start(t)
+		}
+	}
+	for _, g := range cl.Groups {
+		cl.All = append(cl.All, g...)
+	}
+	if len(cl.All) < 4 {
+		t.Fatalf("need at least 4 backends, have %d", len(cl.All))
+	}
+	return cl
+}
+
+// DataBackend is z's data namespace as a config backend.
+func DataBackend(z *Zdb) config.Backend {
+	return config.Backend{Address: z.Addr(), Namespace: config.String(DataNS), Password: config.String(Password)}
+}
+
+// Config returns a zstor config for the cluster.
+func (cl *Cluster) Config(minimal, expected, redundantGroups, redundantNodes int) *config.Config {
+	key := strings.Repeat("5a", 32)
+	c := &config.Config{
+		MinimalShards: minimal, ExpectedShards: expected, RedundantGroups: redundantGroups, RedundantNodes: redundantNodes,
+		Encryption:  config.Encryption{Algorithm: "AES", Key: key},
+		Compression: config.Compression{Algorithm: "snappy"},
+		Meta: config.Meta{Type: "zdb", Config: config.MetaConfig{Prefix: fmt.Sprintf("qsfs-test-%d", os.Getpid()),
+			Encryption: config.Encryption{Algorithm: "AES", Key: key}}},
+	}
+	for _, z := range cl.All[:4] {
+		c.Meta.Config.Backends = append(c.Meta.Config.Backends, config.Backend{Address: z.Addr(), Namespace: config.String(MetaNS), Password: config.String(Password)})
+	}
+	for _, g := range cl.Groups {
+		var grp config.Group
+		for _, z := range g {
+			grp.Backends = append(grp.Backends, DataBackend(z))
+		}
+		c.Groups = append(c.Groups, grp)
+	}
+	return c
+}
