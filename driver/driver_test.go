@@ -1,0 +1,356 @@
+package driver
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/volume"
+	"github.com/sirupsen/logrus"
+
+	"github.com/qsfs/qsfs/driver/drivertest"
+)
+
+func TestMain(m *testing.M) {
+	drivertest.RunIfFake()
+	os.Exit(m.Run())
+}
+
+type testEnv struct {
+	root string
+	cfg  Config
+}
+
+func newEnv(t *testing.T) *testEnv {
+	t.Helper()
+	root := t.TempDir()
+	bin := filepath.Join(root, "bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	prog := func(which string) []string {
+		p, err := drivertest.Program(bin, which)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []string{p}
+	}
+	self, _ := os.Executable()
+	log := logrus.New()
+	log.SetOutput(os.Stderr)
+	log.SetLevel(logrus.WarnLevel)
+	return &testEnv{root: root, cfg: Config{
+		StateRoot: filepath.Join(root, "state"), MountRoot: filepath.Join(root, "mnt"),
+		SecretsDir: filepath.Join(root, "secrets"), Self: self,
+		Programs:     Programs{Zdb: prog("zdb"), Zdbfs: prog("zdbfs"), Zstor: prog("zstor")},
+		Isolation:    NoIsolation{},
+		MountTimeout: 15 * time.Second, StopTimeout: 5 * time.Second, DrainTimeout: 5 * time.Second,
+		Reaper:     ReaperConfig{CheckPeriod: time.Hour},
+		ZstorWorks: func() bool { return true },
+		Log:        log,
+	}}
+}
+
+func (e *testEnv) driver(t *testing.T) *Driver {
+	t.Helper()
+	d, err := New(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Shutdown(5 * time.Second) })
+	return d
+}
+
+func requireFUSE(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for FUSE mounts")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("needs /dev/fuse")
+	}
+}
+
+func mounted(t *testing.T, path string) string {
+	t.Helper()
+	fs, err := MountedFS("/proc/self/mountinfo", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fs
+}
+
+func TestCreateGetListRemove(t *testing.T) {
+	e := newEnv(t)
+	d := e.driver(t)
+	if err := d.Create(&volume.CreateRequest{Name: "v1", Options: map[string]string{"cache": "1G"}}); err != nil {
+		t.Fatal(err)
+	}
+	g, err := d.Get(&volume.GetRequest{Name: "v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Volume.Name != "v1" || g.Volume.Mountpoint != "" || g.Volume.Status["state"] != StateCreated {
+		t.Errorf("get: %+v", g.Volume)
+	}
+	if _, err := time.Parse(time.RFC3339, g.Volume.CreatedAt); err != nil {
+		t.Errorf("CreatedAt %q: %v", g.Volume.CreatedAt, err)
+	}
+	id := g.Volume.Status["id"].(string)
+	// Create of an existing name is a no-op, whatever the options.
+	if err := d.Create(&volume.CreateRequest{Name: "v1", Options: map[string]string{"cache": "5G"}}); err != nil {
+		t.Fatal(err)
+	}
+	g, _ = d.Get(&volume.GetRequest{Name: "v1"})
+	if g.Volume.Status["id"] != id || g.Volume.Status["backends"].(map[string]any)["cache"] != "1GiB" {
+		t.Errorf("re-create changed the volume: %+v", g.Volume.Status)
+	}
+	l, _ := d.List()
+	if len(l.Volumes) != 1 || l.Volumes[0].Name != "v1" {
+		t.Errorf("list: %+v", l.Volumes)
+	}
+	if err := d.Remove(&volume.RemoveRequest{Name: "v1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Get(&volume.GetRequest{Name: "v1"}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("get after remove: %v", err)
+	}
+	// The name can be created again at once and gets a new id.
+	if err := d.Create(&volume.CreateRequest{Name: "v1"}); err != nil {
+		t.Fatal(err)
+	}
+	g, _ = d.Get(&volume.GetRequest{Name: "v1"})
+	if g.Volume.Status["id"] == id {
+		t.Errorf("re-created volume kept id %s", id)
+	}
+}
+
+func TestCreateRejects(t *testing.T) {
+	e := newEnv(t)
+	d := e.driver(t)
+	for _, req := range []*volume.CreateRequest{
+		{Name: "../x"}, {Name: "a/b"}, {Name: ""},
+		{Name: "ok1", Options: map[string]string{"nope": "1"}},
+		{Name: "ok2", Options: map[string]string{"cache": "x"}},
+	} {
+		if err := d.Create(req); err == nil {
+			t.Errorf("Create(%+v) accepted", req)
+		}
+	}
+	entries, _ := os.ReadDir(d.Store().VolumesDir())
+	if len(entries) != 0 {
+		t.Errorf("rejected creates wrote state: %v", entries)
+	}
+	for _, name := range []string{"../x", "nope"} {
+		if _, err := d.Get(&volume.GetRequest{Name: name}); err == nil {
+			t.Errorf("Get(%q) succeeded", name)
+		}
+	}
+}
+
+func TestMountMultiset(t *testing.T) {
+	requireFUSE(t)
+	e := newEnv(t)
+	d := e.driver(t)
+	if err := d.Create(&volume.CreateRequest{Name: "mv"}); err != nil {
+		t.Fatal(err)
+	}
+	mount := func(id string) string {
+		t.Helper()
+		r, err := d.Mount(&volume.MountRequest{Name: "mv", ID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Mountpoint
+	}
+	unmount := func(id string) {
+		t.Helper()
+		if err := d.Unmount(&volume.UnmountRequest{Name: "mv", ID: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mp := mount("A")
+	if mp != filepath.Join(e.cfg.MountRoot, "mv") || mounted(t, mp) != "fuse.zdbfs" {
+		t.Fatalf("mountpoint %s: %q", mp, mounted(t, mp))
+	}
+	if err := os.WriteFile(filepath.Join(mp, "f"), []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mount("A") // docker cp repeats the container's ID
+	mount("B")
+	if n := d.statusOf(d.vols["mv"], false).Mounts; n != 3 {
+		t.Errorf("mounts %d, want 3", n)
+	}
+	unmount("A")
+	unmount("A")
+	unmount("unknown") // ignored
+	if mounted(t, mp) != "fuse.zdbfs" {
+		t.Fatal("unmounted while B still holds it")
+	}
+	unmount("B")
+	if fs := mounted(t, mp); fs != "" {
+		t.Fatalf("still mounted after the last unmount: %s", fs)
+	}
+	st := d.statusOf(d.vols["mv"], false)
+	if st.State != StateStopped || st.Mounts != 0 {
+		t.Errorf("status after last unmount: %+v", st)
+	}
+	mp = mount("C")
+	data, err := os.ReadFile(filepath.Join(mp, "f"))
+	if err != nil || string(data) != "hello" {
+		t.Errorf("data after remount: %q, %v", data, err)
+	}
+	if err := d.Remove(&volume.RemoveRequest{Name: "mv"}); !errors.Is(err, ErrInUse) {
+		t.Errorf("remove of a mounted volume: %v", err)
+	}
+	unmount("C")
+	if err := d.Remove(&volume.RemoveRequest{Name: "mv"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestMountFailureLeavesNothing(t *testing.T) {
+	requireFUSE(t)
+	e := newEnv(t)
+	fail, err := drivertest.Program(filepath.Join(e.root, "bin"), "fail")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cfg.Programs.Zdbfs = []string{fail}
+	d := e.driver(t)
+	if err := d.Create(&volume.CreateRequest{Name: "bad"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = d.Mount(&volume.MountRequest{Name: "bad", ID: "x"})
+	if err == nil {
+		t.Fatal("mount succeeded")
+	}
+	if !strings.Contains(err.Error(), "cannot open backend") || !strings.Contains(err.Error(), "zdbfs") {
+		t.Errorf("error lacks the failing process's output: %v", err)
+	}
+	mp := filepath.Join(e.cfg.MountRoot, "bad")
+	if _, err := os.Stat(mp); !os.IsNotExist(err) {
+		t.Errorf("mountpoint left behind: %v", err)
+	}
+	g, _ := d.Get(&volume.GetRequest{Name: "bad"})
+	if g.Volume.Status["state"] != StateFailed || g.Volume.Status["mounts"] != 0 {
+		t.Errorf("status: %+v", g.Volume.Status)
+	}
+	if _, err := os.Stat(d.Store().DataDir(g.Volume.Status["id"].(string))); !os.IsNotExist(err) {
+		t.Errorf("data directory left behind: %v", err)
+	}
+	if err := d.Remove(&volume.RemoveRequest{Name: "bad"}); err != nil {
+		t.Errorf("remove after failed mount: %v", err)
+	}
+}
+
+func TestRestartRestoresMounts(t *testing.T) {
+	requireFUSE(t)
+	e := newEnv(t)
+	d1, err := New(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d1.Create(&volume.CreateRequest{Name: "rv"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d1.Create(&volume.CreateRequest{Name: "idle1"}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := d1.Mount(&volume.MountRequest{Name: "rv", ID: "c1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(r.Mountpoint, "kept"), []byte("yes"), 0o644)
+	d1.Shutdown(5 * time.Second)
+	if mounted(t, r.Mountpoint) != "" {
+		t.Fatal("shutdown left the mount")
+	}
+	d2 := e.driver(t)
+	l, _ := d2.List()
+	if len(l.Volumes) != 2 {
+		t.Fatalf("second driver lists %+v", l.Volumes)
+	}
+	g, _ := d2.Get(&volume.GetRequest{Name: "rv"})
+	if g.Volume.Status["mounts"] != 1 {
+		t.Errorf("mount count not persisted: %+v", g.Volume.Status)
+	}
+	d2.Restore()
+	deadline := time.Now().Add(15 * time.Second)
+	for mounted(t, r.Mountpoint) != "fuse.zdbfs" {
+		if time.Now().After(deadline) {
+			t.Fatal("restore did not mount")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if b, err := os.ReadFile(filepath.Join(r.Mountpoint, "kept")); err != nil || string(b) != "yes" {
+		t.Errorf("data after restart: %q %v", b, err)
+	}
+	if err := d2.Unmount(&volume.UnmountRequest{Name: "rv", ID: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	if mounted(t, r.Mountpoint) != "" {
+		t.Error("unmount after restart left the mount")
+	}
+}
+
+func TestUpdateReloadsZstor(t *testing.T) {
+	requireFUSE(t)
+	e := newEnv(t)
+	d := e.driver(t)
+	if err := d.Create(&volume.CreateRequest{Name: "uv", Options: archivedOpts()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Mount(&volume.MountRequest{Name: "uv", ID: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := d.VolumeStatus("uv")
+	if !strings.HasPrefix(st.Processes["zstor"], "running") {
+		t.Fatalf("zstor not running: %+v", st.Processes)
+	}
+	if _, err := d.Update("uv", map[string]string{"colour": "red"}); err == nil {
+		t.Error("update with an unknown key accepted")
+	}
+	msg, err := d.Update("uv", map[string]string{"expected_shards": "3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(msg, "SIGUSR1") {
+		t.Errorf("message %q", msg)
+	}
+	toml := filepath.Join(d.Store().DataDir(st.ID), "zstor.toml")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(toml + ".reloaded"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("zstor did not get SIGUSR1")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b, _ := os.ReadFile(toml)
+	if !strings.Contains(string(b), "expected_shards = 3") {
+		t.Errorf("zstor.toml not rewritten:\n%s", b)
+	}
+	if fi, _ := os.Stat(toml); fi.Mode().Perm() != 0o600 {
+		t.Errorf("zstor.toml mode %v", fi.Mode().Perm())
+	}
+	// Unmounted, the volume stays idle with zstor running (uploads).
+	if err := d.Unmount(&volume.UnmountRequest{Name: "uv", ID: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	st, _ = d.VolumeStatus("uv")
+	if st.State != StateIdle || !strings.HasPrefix(st.Processes["zstor"], "running") {
+		t.Errorf("after unmount: %+v", st)
+	}
+	if err := d.Remove(&volume.RemoveRequest{Name: "uv"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Update("uv", map[string]string{"expected_shards": "4"}); err == nil {
+		t.Error("update of a removed volume accepted")
+	}
+}
