@@ -1,9 +1,382 @@
 package zdb
 
-// Cursor commands: SCAN, RSCAN, KEYCUR, HISTORY; DATA RAW.
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"time"
+)
 
-func cmdScan(c *session, args [][]byte)    { c.rw.err("No more data") }
-func cmdRScan(c *session, args [][]byte)   { c.rw.err("No more data") }
-func cmdKeyCur(c *session, args [][]byte)  { c.rw.err("Key not found") }
-func cmdHistory(c *session, args [][]byte) { c.rw.err("No more history") }
-func cmdData(c *session, args [][]byte)    { c.rw.err("Missing arguments") }
+// Cursor commands: SCAN, SCANX, RSCAN, KEYCUR, HISTORY, and DATA RAW.
+
+// scanTimeslice bounds the time one SCAN call walks the index
+// (SCAN_TIMESLICE_US).
+const scanTimeslice = 2 * time.Millisecond
+
+const cursorSize = 17
+
+// cursor is the packed index_bkey_t {u8 idlength, u32 fileid, u32 length,
+// u32 idxoffset, u32 crc} naming one index record.
+type cursor struct {
+	idLength uint8
+	fileID   uint32
+	length   uint32
+	idxOff   uint32
+	crc      uint32
+}
+
+func (c cursor) encode() []byte {
+	b := make([]byte, cursorSize)
+	b[0] = c.idLength
+	binary.LittleEndian.PutUint32(b[1:], c.fileID)
+	binary.LittleEndian.PutUint32(b[5:], c.length)
+	binary.LittleEndian.PutUint32(b[9:], c.idxOff)
+	binary.LittleEndian.PutUint32(b[13:], c.crc)
+	return b
+}
+
+func decodeCursor(b []byte) (cursor, bool) {
+	if len(b) != cursorSize {
+		return cursor{}, false
+	}
+	return cursor{
+		idLength: b[0],
+		fileID:   binary.LittleEndian.Uint32(b[1:]),
+		length:   binary.LittleEndian.Uint32(b[5:]),
+		idxOff:   binary.LittleEndian.Uint32(b[9:]),
+		crc:      binary.LittleEndian.Uint32(b[13:]),
+	}, true
+}
+
+// record is one index record read from disk.
+type record struct {
+	fileID uint32
+	off    uint32
+	item   indexItem
+	key    []byte
+}
+
+func (r *record) cursor() cursor {
+	return cursor{idLength: r.item.idLength, fileID: r.fileID, length: r.item.length, idxOff: r.off, crc: r.item.crc}
+}
+
+// readRecords parses every complete record of index file id. Caller holds
+// mu (shared is enough).
+func (ns *Namespace) readRecords(id uint32) ([]record, error) {
+	var size int64
+	if id == ns.curID {
+		size = ns.idxEnd
+	} else {
+		f, err := ns.file(true, id)
+		if err != nil {
+			return nil, err
+		}
+		st, err := f.Stat()
+		if err != nil {
+			return nil, err
+		}
+		size = st.Size()
+	}
+	f, err := ns.file(true, id)
+	if err != nil {
+		return nil, err
+	}
+	raw := make([]byte, size)
+	if _, err := f.ReadAt(raw, 0); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	ns.store.stats.indexRead.Add(size)
+	var recs []record
+	for off := indexHeaderSize; off+indexItemSize <= len(raw); {
+		it := decodeIndexItem(raw[off:])
+		end := off + indexItemSize + int(it.idLength)
+		if end > len(raw) {
+			break
+		}
+		recs = append(recs, record{fileID: id, off: uint32(off), item: it, key: raw[off+indexItemSize : end]})
+		off = end
+	}
+	return recs, nil
+}
+
+// readRecord reads the single record a cursor names and checks it matches.
+func (ns *Namespace) readRecord(c cursor) (*record, bool) {
+	if c.fileID > ns.curID || c.idxOff < indexHeaderSize {
+		return nil, false
+	}
+	f, err := ns.file(true, c.fileID)
+	if err != nil {
+		return nil, false
+	}
+	b := make([]byte, indexItemSize+int(c.idLength))
+	if _, err := f.ReadAt(b, int64(c.idxOff)); err != nil {
+		return nil, false
+	}
+	it := decodeIndexItem(b)
+	if it.idLength != c.idLength || it.length != c.length || it.crc != c.crc {
+		return nil, false
+	}
+	return &record{fileID: c.fileID, off: c.idxOff, item: it, key: b[indexItemSize:]}, true
+}
+
+type scanHit struct {
+	key    []byte
+	length uint32
+	ts     uint32
+	cur    cursor
+}
+
+// scan walks live records forward (or backward) from after cursor start
+// (nil = from the beginning or the end) for about one timeslice.
+func (ns *Namespace) scan(start *cursor, backward bool) ([]scanHit, error) {
+	deadline := time.Now().Add(scanTimeslice)
+	fileID := uint32(0)
+	if backward {
+		fileID = ns.curID
+	}
+	if start != nil {
+		fileID = start.fileID
+	}
+	var hits []scanHit
+	for {
+		recs, err := ns.readRecords(fileID)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		i := 0
+		if backward {
+			i = len(recs) - 1
+		}
+		if start != nil && start.fileID == fileID {
+			pos := sort.Search(len(recs), func(k int) bool { return recs[k].off >= start.idxOff })
+			if backward {
+				i = pos - 1
+			} else {
+				i = pos + 1
+			}
+			start = nil
+		}
+		for ; i >= 0 && i < len(recs); i = step(i, backward) {
+			r := &recs[i]
+			if r.item.flags&flagDeleted != 0 {
+				continue
+			}
+			hits = append(hits, scanHit{key: append([]byte(nil), r.key...), length: r.item.length, ts: r.item.timestamp, cur: r.cursor()})
+			if time.Now().After(deadline) {
+				return hits, nil
+			}
+		}
+		if backward {
+			if fileID == 0 {
+				return hits, nil
+			}
+			fileID--
+		} else {
+			if fileID >= ns.curID {
+				return hits, nil
+			}
+			fileID++
+		}
+		if len(hits) > 0 && time.Now().After(deadline) {
+			return hits, nil
+		}
+	}
+}
+
+func step(i int, backward bool) int {
+	if backward {
+		return i - 1
+	}
+	return i + 1
+}
+
+func cmdScan(c *session, args [][]byte)  { c.scanCommand(args, false) }
+func cmdRScan(c *session, args [][]byte) { c.scanCommand(args, true) }
+
+func (c *session) scanCommand(args [][]byte, backward bool) {
+	if len(args) > 2 {
+		c.rw.err("Unexpected arguments")
+		return
+	}
+	ns := c.ns
+	ns.mu.RLock()
+	defer ns.mu.RUnlock()
+	if ns.frozen {
+		c.rw.err(string(errFrozen))
+		return
+	}
+	var start *cursor
+	if len(args) == 2 {
+		cur, ok := decodeCursor(args[1])
+		if ok {
+			_, ok = ns.readRecord(cur)
+		}
+		if !ok {
+			c.rw.err("Invalid key format")
+			return
+		}
+		start = &cur
+	}
+	hits, err := ns.scan(start, backward)
+	if err != nil {
+		c.replyErr(fmt.Errorf("scan %s: %w", ns.name, err))
+		return
+	}
+	if len(hits) == 0 {
+		c.rw.err("No more data")
+		return
+	}
+	c.rw.array(2)
+	c.rw.bulk(hits[len(hits)-1].cur.encode())
+	c.rw.array(len(hits))
+	for _, h := range hits {
+		c.rw.array(3)
+		c.rw.bulk(h.key)
+		c.rw.integer(int64(h.length))
+		c.rw.integer(int64(h.ts))
+	}
+}
+
+func cmdKeyCur(c *session, args [][]byte) {
+	if !c.validate(args, 2, false) {
+		return
+	}
+	c.readKey(args[1], func(ns *Namespace, e *entry) {
+		if e == nil {
+			c.rw.err("Key not found")
+			return
+		}
+		c.rw.bulk(cursor{idLength: e.keyLen, fileID: e.idxID, length: e.length, idxOff: e.idxOff, crc: e.crc}.encode())
+	})
+}
+
+// historyKey is the 8-byte {u32 indexid, u32 offset} of a previous version.
+func historyKey(id, off uint32) []byte {
+	b := make([]byte, 8)
+	binary.LittleEndian.PutUint32(b, id)
+	binary.LittleEndian.PutUint32(b[4:], off)
+	return b
+}
+
+func cmdHistory(c *session, args [][]byte) {
+	if len(args) != 2 && len(args) != 3 {
+		c.rw.err("Unexpected arguments")
+		return
+	}
+	c.readKey(args[1], func(ns *Namespace, e *entry) {
+		if e == nil {
+			c.rw.err("Key not found")
+			return
+		}
+		ver := *e
+		if len(args) == 3 {
+			if len(args[2]) != 8 {
+				c.rw.err("No more history")
+				return
+			}
+			id, off := binary.LittleEndian.Uint32(args[2]), binary.LittleEndian.Uint32(args[2][4:])
+			f, err := ns.file(true, id)
+			if err != nil || off < indexHeaderSize {
+				c.rw.err("No more history")
+				return
+			}
+			b := make([]byte, indexItemSize)
+			if _, err := f.ReadAt(b, int64(off)); err != nil {
+				c.rw.err("No more history")
+				return
+			}
+			it := decodeIndexItem(b)
+			ver = entry{dataID: maxU32(it.dataID, id), offset: it.offset, length: it.length, crc: it.crc, ts: it.timestamp,
+				idxID: id, idxOff: off, parentID: it.parentID, parentOff: it.parentOff, flags: it.flags, keyLen: it.idLength}
+		}
+		payload, err := ns.readPayload(&ver, nil)
+		if err != nil {
+			c.rw.err("Internal Error")
+			return
+		}
+		c.rw.array(3)
+		if ver.parentOff == 0 {
+			c.rw.null()
+		} else {
+			c.rw.bulk(historyKey(ver.parentID, ver.parentOff))
+		}
+		c.rw.bulkString(strconv.FormatUint(uint64(ver.ts), 10))
+		c.rw.bulk(payload)
+	})
+}
+
+func cmdData(c *session, args [][]byte) {
+	if !c.requireAdmin() {
+		return
+	}
+	if len(args) < 2 {
+		c.rw.err("Missing arguments")
+		return
+	}
+	if len(args) != 4 || string(args[1]) != "RAW" && string(args[1]) != "raw" {
+		c.rw.err("Invalid Request")
+		return
+	}
+	fileID, err1 := strconv.ParseUint(string(args[2]), 10, 32)
+	offset, err2 := strconv.ParseUint(string(args[3]), 10, 32)
+	if err1 != nil || err2 != nil {
+		c.rw.err("Invalid Request")
+		return
+	}
+	ns := c.ns
+	ns.mu.RLock()
+	defer ns.mu.RUnlock()
+	f, err := ns.file(false, uint32(fileID))
+	if err != nil {
+		c.rw.err("Invalid Request")
+		return
+	}
+	st, err := f.Stat()
+	if err != nil {
+		c.rw.err("Invalid Request")
+		return
+	}
+	size := st.Size()
+	if uint32(fileID) == ns.curID {
+		size = ns.datEnd
+	}
+	if int64(offset) >= size {
+		c.rw.err("EOF")
+		return
+	}
+	hdr := make([]byte, dataEntrySize)
+	if offset < dataHeaderSize || int64(offset)+dataEntrySize > size {
+		c.rw.err("Unexpected Internal Error")
+		return
+	}
+	if _, err := f.ReadAt(hdr, int64(offset)); err != nil {
+		c.rw.err("Unexpected Internal Error")
+		return
+	}
+	de := decodeDataEntry(hdr)
+	end := int64(offset) + dataEntrySize + int64(de.idLength) + int64(de.length)
+	if de.length > maxPayload || end > size || de.flags > (flagDeleted|flagTruncated) {
+		c.rw.err("Unexpected Internal Error")
+		return
+	}
+	body := make([]byte, int(de.idLength)+int(de.length))
+	if _, err := f.ReadAt(body, int64(offset)+dataEntrySize); err != nil {
+		c.rw.err("Unexpected Internal Error")
+		return
+	}
+	c.rw.array(6)
+	c.rw.bulk(body[:de.idLength])
+	c.rw.integer(int64(de.previous))
+	c.rw.bulkString(fmt.Sprintf("0x%08x", de.crc))
+	c.rw.integer(int64(de.flags))
+	c.rw.integer(int64(de.timestamp))
+	if de.length == 0 && de.flags&flagDeleted != 0 {
+		c.rw.null()
+	} else {
+		c.rw.bulk(body[de.idLength:])
+	}
+}
