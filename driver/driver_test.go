@@ -12,6 +12,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/qsfs/qsfs/driver/drivertest"
+	"github.com/qsfs/qsfs/netns"
 )
 
 func TestMain(m *testing.M) {
@@ -352,5 +353,86 @@ func TestUpdateReloadsZstor(t *testing.T) {
 	}
 	if _, err := d.Update("uv", map[string]string{"expected_shards": "4"}); err == nil {
 		t.Error("update of a removed volume accepted")
+	}
+}
+
+// fakeIsolation stands in for network namespaces: no namespace, constant
+// counters (a quiet volume), and a record of teardowns.
+type fakeIsolation struct {
+	NoIsolation
+	torn chan string
+}
+
+func (f *fakeIsolation) Enabled() bool { return true }
+
+func (f *fakeIsolation) Counters(string) (netns.Counters, error) {
+	return netns.Counters{TxBytes: 1000, TxPackets: 10}, nil
+}
+
+func (f *fakeIsolation) Teardown(id string) error {
+	select {
+	case f.torn <- id:
+	default:
+	}
+	return nil
+}
+
+func TestTombstoneAndReaper(t *testing.T) {
+	requireFUSE(t)
+	e := newEnv(t)
+	iso := &fakeIsolation{torn: make(chan string, 4)}
+	e.cfg.Isolation = iso
+	e.cfg.Reaper = ReaperConfig{CheckPeriod: 300 * time.Millisecond, UploadLimit: 1 << 20, FailureThreshold: 2}
+	d := e.driver(t)
+	if err := d.Create(&volume.CreateRequest{Name: "tv", Options: archivedOpts()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Mount(&volume.MountRequest{Name: "tv", ID: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Unmount(&volume.UnmountRequest{Name: "tv", ID: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := d.VolumeStatus("tv")
+	oldID := st.ID
+	if err := d.Remove(&volume.RemoveRequest{Name: "tv"}); err != nil {
+		t.Fatal(err)
+	}
+	// The name is free at once; the old volume waits as a tombstone.
+	if _, err := d.Update("tv", map[string]string{"cache": "1G"}); !errors.Is(err, ErrTombstoned) {
+		t.Errorf("update of a tombstoned volume: %v", err)
+	}
+	if st, err := d.VolumeStatus("tv"); err != nil || !st.Tombstoned {
+		t.Errorf("status of a tombstoned volume: %+v %v", st, err)
+	}
+	if err := d.Create(&volume.CreateRequest{Name: "tv"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(d.Store().TombstoneDir(), oldID+".json")); err != nil {
+		t.Fatalf("tombstone missing: %v", err)
+	}
+	d.Restore() // starts the reaper
+	select {
+	case id := <-iso.torn:
+		if id != oldID {
+			t.Errorf("tore down %s, want %s", id, oldID)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("reaper did not tear down the quiet volume")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, errT := os.Stat(filepath.Join(d.Store().TombstoneDir(), oldID+".json"))
+		_, errD := os.Stat(d.Store().DataDir(oldID))
+		if os.IsNotExist(errT) && os.IsNotExist(errD) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("left behind: tombstone %v, data %v", errT, errD)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if g, err := d.Get(&volume.GetRequest{Name: "tv"}); err != nil || g.Volume.Status["id"] == oldID {
+		t.Errorf("new volume: %+v %v", g, err)
 	}
 }

@@ -278,6 +278,7 @@ func (s *Stack) detachStale() {
 func (s *Stack) stopFS() error {
 	var errs []error
 	if s.zdbfs != nil {
+		s.zdbfs.markStopping()
 		if err := unmountRetry(s.mountpoint); err != nil {
 			errs = append(errs, err)
 		}
@@ -347,18 +348,24 @@ func unmountRetry(path string) error {
 // Shutdown waits up to grace for the process to end by itself, then stops
 // it with SIGTERM.
 func (p *Process) Shutdown(grace time.Duration) {
-	p.mu.Lock()
-	if !p.stopping {
-		p.stopping = true
-		close(p.wake)
-	}
-	exited := p.exited
-	p.mu.Unlock()
+	p.markStopping()
+	exited := p.Exited()
 	select {
 	case <-exited:
 	case <-time.After(grace):
 	}
 	p.Stop(syscall.SIGTERM, 5*time.Second)
+}
+
+// markStopping ends supervision: the process is not restarted when it
+// exits from now on.
+func (p *Process) markStopping() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.stopping {
+		p.stopping = true
+		close(p.wake)
+	}
 }
 
 func lastLines(p *Process) string {
