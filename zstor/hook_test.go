@@ -1,0 +1,198 @@
+package zstor
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/qsfs/qsfs/internal/testbin"
+	"github.com/qsfs/qsfs/zdb/client"
+	"github.com/qsfs/qsfs/zstor/internal/zdbtest"
+)
+
+// localZdb is the volume's own zdb, run with `--hook` = a symlink named
+// "hook" to the qsfs binary, as the plugin runs it.
+type localZdb struct {
+	cmd  *exec.Cmd
+	out  *lockedBuf
+	done chan struct{}
+	port int
+}
+
+func startLocalZdb(t *testing.T, vol, hook string, port int, env []string) *localZdb {
+	t.Helper()
+	z := &localZdb{out: &lockedBuf{ch: make(chan struct{}, 1)}, done: make(chan struct{}), port: port}
+	z.cmd = exec.Command(testbin.Path(t), "zdb", "--listen", "127.0.0.1", "--port", strconv.Itoa(port),
+		"--data", filepath.Join(vol, "data"), "--index", filepath.Join(vol, "index"), "--datasize", "524288", "--hook", hook)
+	z.cmd.Env = append(os.Environ(), env...)
+	z.cmd.Stdout, z.cmd.Stderr = z.out, z.out
+	z.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := z.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { z.cmd.Wait(); close(z.done) }()
+	t.Cleanup(func() { z.stop() })
+	waitFor(t, 60*time.Second, "local zdb", func() bool {
+		select {
+		case <-z.done:
+			t.Fatalf("local zdb exited: %s", z.out.String())
+		default:
+		}
+		c, err := client.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		return c.Ping() == nil
+	})
+	return z
+}
+
+func (z *localZdb) stop() {
+	select {
+	case <-z.done:
+		return
+	default:
+	}
+	z.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-z.done:
+	case <-time.After(20 * time.Second):
+		z.cmd.Process.Kill()
+		<-z.done
+	}
+}
+
+func (z *localZdb) conn(t *testing.T) *client.Conn {
+	t.Helper()
+	c, err := client.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", z.port), 60*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func dirSize(dir string) (int64, int) {
+	var total int64
+	n := 0
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if info, err := e.Info(); err == nil && info.Mode().IsRegular() {
+			total += info.Size()
+			n++
+		}
+	}
+	return total, n
+}
+
+// TestHookArchiveEvictRestore drives zstor through real zdb hooks: closed
+// data files are archived on rotation, evicted under a small cap, fetched
+// back by missing-data on read, and after deleting all local state a new
+// zdb restores the namespace through namespaces-init.
+func TestHookArchiveEvictRestore(t *testing.T) {
+	cl := zdbtest.StartCluster(t, 2, 2)
+	dir := t.TempDir()
+	vol := filepath.Join(dir, "vol")
+	cfg := cl.Config(2, 4, 0, 0)
+	cfg.Socket = filepath.Join(dir, "zstor.sock")
+	cfg.PidFile = filepath.Join(dir, "zstor.pid")
+	cfg.ZdbDataDirPath = filepath.Join(vol, "data", "zdbfs-data")
+	cfg.MaxZdbDataDirSize = 2 // MiB
+	cfgPath := filepath.Join(dir, "zstor.toml")
+	writeConfig(t, cfgPath, cfg)
+	m := startMonitor(t, cfgPath, cfg.Socket, "QSFS_ZSTOR_EVICT_INTERVAL=300ms")
+
+	hook := filepath.Join(dir, "hook")
+	if err := os.Symlink(testbin.Path(t), hook); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"QSFS_ZSTOR_CONFIG=" + cfgPath, "QSFS_ZDB_INDEX=" + filepath.Join(vol, "index"), "QSFS_ZDB_DATA=" + filepath.Join(vol, "data")}
+	port := freeTCPPort(t)
+	z := startLocalZdb(t, vol, hook, port, env)
+	c := z.conn(t)
+	for _, cmd := range [][]any{{"NSNEW", "zdbfs-data"}, {"NSNEW", "zdbfs-temp"}, {"SELECT", "zdbfs-data"}} {
+		if _, err := c.Do(cmd...); err != nil {
+			t.Fatalf("%v: %v", cmd, err)
+		}
+	}
+	rng := rand.New(rand.NewSource(5))
+	values := map[string][]byte{}
+	for i := 0; i < 120; i++ { // ~7.5 MiB over 512 KiB data files
+		v := make([]byte, 64<<10)
+		rng.Read(v[:32<<10])
+		k := fmt.Sprintf("key-%03d", i)
+		values[k] = v
+		if _, err := c.Do("SET", k, v); err != nil {
+			t.Fatalf("set %s: %v", k, err)
+		}
+	}
+	dataDir := filepath.Join(vol, "data", "zdbfs-data")
+	waitFor(t, 90*time.Second, "eviction under the cap", func() bool {
+		size, _ := dirSize(dataDir)
+		return size < 3<<20
+	})
+	if _, err := os.Stat(filepath.Join(dataDir, "d0")); !os.IsNotExist(err) {
+		t.Fatalf("d0 not evicted: %v", err)
+	}
+	check := func(stage string, c *client.Conn) {
+		t.Helper()
+		for k, v := range values {
+			got, err := c.Get([]byte(k))
+			if err != nil || !bytes.Equal(got, v) {
+				t.Fatalf("%s: get %s: %v (%d bytes)\nzdb: %s\nzstor: %s", stage, k, err, len(got), z.out.String(), m.out.String())
+			}
+		}
+	}
+	check("after eviction (missing-data retrieval)", c)
+	c.Close()
+
+	// Clean stop: namespace-closing queues the open files; wait until the
+	// daemon has them.
+	z.stop()
+	idx := filepath.Join(vol, "index", "zdbfs-data")
+	waitFor(t, 60*time.Second, "final uploads", func() bool {
+		entries, _ := os.ReadDir(idx)
+		for _, e := range entries {
+			if !strings.HasPrefix(e.Name(), "i") {
+				continue
+			}
+			p := filepath.Join(idx, e.Name())
+			out, _, err := zstorCLI(t, cfgPath, "check", "-f", p)
+			if err != nil || out == "" {
+				return false
+			}
+			local, _ := exec.Command("b2sum", "-l", "128", p).Output()
+			if len(local) < 32 || strings.TrimSpace(out) != string(local[:32]) {
+				return false
+			}
+		}
+		return true
+	})
+
+	// Disaster: all local state gone; the same config restores it.
+	if err := os.RemoveAll(vol); err != nil {
+		t.Fatal(err)
+	}
+	z2 := startLocalZdb(t, vol, hook, port, env)
+	if !strings.Contains(z2.out.String(), "qsfs restore:") {
+		t.Errorf("no restore progress shown: %s", z2.out.String())
+	}
+	c2 := z2.conn(t)
+	defer c2.Close()
+	if _, err := c2.Do("SELECT", "zdbfs-data"); err != nil {
+		t.Fatalf("select after restore: %v\n%s", err, z2.out.String())
+	}
+	z = z2
+	check("after disaster restore", c2)
+	if out, _, _ := zstorCLI(t, cfgPath, "check", "-f", filepath.Join(vol, "index", "zdbfs-temp", "zdb-namespace")); out != "" {
+		t.Errorf("zdbfs-temp was archived")
+	}
+}
