@@ -33,6 +33,9 @@ func families(ns *Namespace) ([]family, error) {
 	if err != nil {
 		return nil, err
 	}
+	if v6 == nil {
+		return []family{{v4, false, ns.HostAddr4}}, nil
+	}
 	return []family{{v4, false, ns.HostAddr4}, {v6, true, ns.HostAddr6}}, nil
 }
 
@@ -215,15 +218,14 @@ func UpdateBackends(id string, backends []netip.AddrPort) error {
 	if err != nil {
 		return err
 	}
-	err = withLock(func() error {
-		return inNS(Name(id), func() error {
-			for _, f := range fams {
-				if err := f.syncBackends(id, bs); err != nil {
-					return err
-				}
+	defer lockVolume(id)()
+	err = inNS(Name(id), func() error {
+		for _, f := range fams {
+			if err := f.syncBackends(id, bs); err != nil {
+				return err
 			}
-			return nil
-		})
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("update backends of volume %s: %w", id, err)

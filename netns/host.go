@@ -24,15 +24,18 @@ var (
 	iptErr     error
 )
 
-// tables returns the iptables and ip6tables handles. They only hold the
-// program path and version, so they work in any namespace the calling thread
-// is in.
+// tables returns the iptables and ip6tables handles (ip6tables nil when
+// the host has no IPv6). They only hold the program path and version, so they
+// work in any namespace the calling thread is in.
 func tables() (*iptables.IPTables, *iptables.IPTables, error) {
 	iptOnce.Do(func() {
 		ipt4, iptErr = iptables.New(iptables.IPFamily(iptables.ProtocolIPv4), iptables.Timeout(30))
 		if iptErr != nil {
 			iptErr = fmt.Errorf("iptables: %w", iptErr)
 			return
+		}
+		if !ipv6Enabled() {
+			return // ipt6 stays nil
 		}
 		ipt6, iptErr = iptables.New(iptables.IPFamily(iptables.ProtocolIPv6), iptables.Timeout(30))
 		if iptErr != nil {
@@ -74,6 +77,9 @@ func setupHost(ns *Namespace) error {
 		ipt  *iptables.IPTables
 		addr netip.Addr
 	}{{v4, ns.NSAddr4}, {v6, ns.NSAddr6}} {
+		if fam.ipt == nil || !fam.addr.IsValid() {
+			continue
+		}
 		if err := ensureChain(fam.ipt, "filter", HostForwardChain, "FORWARD"); err != nil {
 			return err
 		}
@@ -116,6 +122,9 @@ func teardownHost(id string) error {
 	}
 	var errs []error
 	for _, ipt := range []*iptables.IPTables{v4, v6} {
+		if ipt == nil {
+			continue
+		}
 		errs = append(errs,
 			deleteTagged(ipt, "filter", HostForwardChain, "FORWARD", tag(id)),
 			deleteTagged(ipt, "nat", HostNATChain, "POSTROUTING", tag(id)))

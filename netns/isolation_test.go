@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -81,36 +82,48 @@ func TestIsolation(t *testing.T) {
 	nstest.Serve(t, bin, ns.Name, metricsPort)
 	nstest.Serve(t, bin, ns.Name, otherPort)
 
+	// Dropped connections only show as a timeout, so the checks that must
+	// fail run side by side.
+	var wg sync.WaitGroup
+	failsBG := func(t *testing.T, what, from string, host netip.Addr, port uint16) {
+		wg.Add(1)
+		go func() { defer wg.Done(); fails(t, what, bin, from, host, port) }()
+	}
 	t.Run("host reaches only the metrics port", func(t *testing.T) {
 		for _, a := range []netip.Addr{ns.NSAddr4, ns.NSAddr6} {
 			answers(t, "metrics port from host", bin, "", a, metricsPort)
-			fails(t, "other port from host", bin, "", a, otherPort)
+			failsBG(t, "other port from host", "", a, otherPort)
 		}
+		wg.Wait()
 	})
 	t.Run("other hosts do not reach the metrics port", func(t *testing.T) {
 		for _, a := range []netip.Addr{ns.NSAddr4, ns.NSAddr6} {
-			fails(t, "metrics port from a backend host", bin, b2.NS, a, metricsPort)
+			failsBG(t, "metrics port from a backend host", b2.NS, a, metricsPort)
 		}
+		wg.Wait()
 	})
 	t.Run("namespace reaches only its backends", func(t *testing.T) {
 		for _, a := range []netip.Addr{b1.Addr4, b1.Addr6} {
 			answers(t, "backend", bin, ns.Name, a, backendPort)
-			fails(t, "backend host, other port", bin, ns.Name, a, otherPort)
+			failsBG(t, "backend host, other port", ns.Name, a, otherPort)
 		}
 		for _, a := range []netip.Addr{b2.Addr4, b2.Addr6, b1.HostAddr4} {
-			fails(t, "not a backend", bin, ns.Name, a, backendPort)
+			failsBG(t, "not a backend", ns.Name, a, backendPort)
 		}
+		wg.Wait()
 	})
 
 	t.Run("counters grow by the bytes sent, headers included", func(t *testing.T) {
 		payload := bytes.Repeat([]byte("0123456789abcdef"), 16<<10) // 256 KiB
 		for _, a := range []netip.Addr{b1.Addr4, b1.Addr6} {
 			before := readCounters(t, id)
-			if out, err := nstest.RedisStdin(bin, ns.Name, 30*time.Second, payload, a, backendPort, "-x", "SET", "k"); err != nil || out != "OK" {
+			// zdb answers SET with the key, the stand-in server with OK.
+			key := "k-" + a.String()
+			if out, err := nstest.RedisStdin(bin, ns.Name, 30*time.Second, payload, a, backendPort, "-x", "SET", key); err != nil || (out != "OK" && out != key) {
 				t.Fatalf("SET via %s: %q %v", a, out, err)
 			}
 			mid := readCounters(t, id)
-			out, err := nstest.Redis(bin, ns.Name, 30*time.Second, a, backendPort, "GET", "k")
+			out, err := nstest.Redis(bin, ns.Name, 30*time.Second, a, backendPort, "GET", key)
 			if err != nil || len(out) < len(payload) {
 				t.Fatalf("GET via %s: %d bytes %v", a, len(out), err)
 			}

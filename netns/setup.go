@@ -14,8 +14,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// mu serialises Setup, Teardown and UpdateBackends within this process.
+// mu serialises, within this process, the host-wide part of Setup and
+// Teardown: address allocation, veths and qsfs's host chains (lockFile does
+// so between processes). The firewall inside a namespace is only guarded by
+// the volume's own lock.
 var mu sync.Mutex
+
+// volumeLocks serialise Setup, UpdateBackends and Teardown per volume.
+var volumeLocks sync.Map // id -> *sync.Mutex
+
+func lockVolume(id string) func() {
+	m, _ := volumeLocks.LoadOrStore(id, new(sync.Mutex))
+	m.(*sync.Mutex).Lock()
+	return m.(*sync.Mutex).Unlock
+}
 
 // Setup creates, or completes, the namespace of cfg.ID: the named namespace,
 // the veth pair with its addresses and routes, the host-side forwarding and
@@ -34,18 +46,18 @@ func Setup(cfg Config) (*Namespace, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer lockVolume(cfg.ID)()
 	var ns *Namespace
 	err = withLock(func() error {
 		var err error
-		ns, err = setupLink(cfg.ID, p)
-		if err != nil {
+		if ns, err = setupLink(cfg.ID, p); err != nil {
 			return err
 		}
-		if err := setupHost(ns); err != nil {
-			return err
-		}
-		return setupFirewall(ns, backends, cfg.MetricsPort)
+		return setupHost(ns)
 	})
+	if err == nil {
+		err = setupFirewall(ns, backends, cfg.MetricsPort)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("set up netns of volume %s: %w", cfg.ID, err)
 	}
@@ -63,6 +75,7 @@ func Teardown(id string) error {
 	if err := ValidID(id); err != nil {
 		return err
 	}
+	defer lockVolume(id)()
 	err := withLock(func() error {
 		var errs []error
 		link, err := netlink.LinkByName(hostIfName(id))
@@ -159,6 +172,9 @@ func setupLink(id string, p pool) (*Namespace, error) {
 	if err := ensureAddr(netlink.AddrAdd, host, ns.HostAddr4, p.len4); err != nil {
 		return nil, err
 	}
+	if !ipv6Enabled() {
+		ns.HostAddr6, ns.NSAddr6 = netip.Addr{}, netip.Addr{}
+	}
 	if err := ensureAddr(netlink.AddrAdd, host, ns.HostAddr6, p.len6); err != nil {
 		return nil, err
 	}
@@ -179,6 +195,9 @@ func setupLink(id string, p pool) (*Namespace, error) {
 		return nil, fmt.Errorf("bring up %s in %s: %w", ns.NSIf, ns.Name, err)
 	}
 	for _, gw := range []netip.Addr{ns.HostAddr4, ns.HostAddr6} {
+		if !gw.IsValid() {
+			continue
+		}
 		route := &netlink.Route{LinkIndex: peer.Attrs().Index, Gw: net.IP(gw.AsSlice())}
 		if err := in.RouteReplace(route); err != nil {
 			return nil, fmt.Errorf("default route via %s in %s: %w", gw, ns.Name, err)
@@ -241,6 +260,9 @@ func findOrAllocate(id string, p pool, in *netlink.Handle, ns *Namespace) (uint6
 // ensureAddr adds a/bits to link unless present, without duplicate address
 // detection so the address is usable at once.
 func ensureAddr(add func(netlink.Link, *netlink.Addr) error, link netlink.Link, a netip.Addr, bits int) error {
+	if !a.IsValid() {
+		return nil // IPv6 disabled on the host
+	}
 	addr := &netlink.Addr{
 		IPNet: &net.IPNet{IP: net.IP(a.AsSlice()), Mask: net.CIDRMask(bits, a.BitLen())},
 		Flags: unix.IFA_F_NODAD,
@@ -258,13 +280,15 @@ func enableForwarding() error {
 	if err := writeSysctl("net/ipv4/ip_forward", "1"); err != nil {
 		return err
 	}
+	if !ipv6Enabled() {
+		return nil
+	}
 	if v, err := os.ReadFile("/proc/sys/net/ipv6/conf/all/forwarding"); err == nil && strings.TrimSpace(string(v)) == "1" {
 		return nil
 	}
 	entries, err := os.ReadDir("/proc/sys/net/ipv6/conf")
 	if err != nil {
-		// No IPv6 on this host.
-		return nil //nolint:nilerr // IPv6 is optional on the host
+		return fmt.Errorf("list ipv6 interfaces: %w", err)
 	}
 	for _, e := range entries {
 		key := "net/ipv6/conf/" + e.Name() + "/accept_ra"
@@ -282,4 +306,11 @@ func writeSysctl(key, value string) error {
 		return fmt.Errorf("sysctl %s=%s: %w", strings.ReplaceAll(key, "/", "."), value, err)
 	}
 	return nil
+}
+
+// ipv6Enabled reports whether the host has IPv6 (not disabled at boot or by
+// sysctl). Without it, namespaces get IPv4 only and ip6tables is not used.
+func ipv6Enabled() bool {
+	v, err := os.ReadFile("/proc/sys/net/ipv6/conf/all/disable_ipv6")
+	return err == nil && strings.TrimSpace(string(v)) == "0"
 }
