@@ -278,3 +278,11 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+func TestUploadStats(t *testing.T) {
+	text := "# TYPE zstor_queue_length gauge\nzstor_queue_length 3\nzstor_failed_uploads{x=\"y\"} 2\nzstor_queue_length_other 9\n"
+	got := uploadStats(text)
+	if got["pending"] != 3 || got["failed"] != 2 {
+		t.Errorf("uploadStats = %v", got)
+	}
+}

@@ -158,7 +158,12 @@ func (s *Stack) command(prog string, args ...string) *exec.Cmd {
 	cmd := s.d.iso.Command(s.net, prog, args...)
 	cmd.Dir = s.dir
 	cmd.Env = append(os.Environ(),
-		"ZSTOR_CONFIG="+s.path("zstor.toml"),
+		// The zdb hook (`qsfs hook`) reads these; zdb passes its
+		// environment to hooks unchanged.
+		"QSFS_ZSTOR_CONFIG="+s.path("zstor.toml"),
+		"QSFS_ZDB_INDEX="+s.path("zdb", "index"),
+		"QSFS_ZDB_DATA="+s.path("zdb", "data"),
+		"QSFS_HOOK_LOG="+s.path("hook.log"),
 		"QSFS_VOLUME="+s.name,
 		"QSFS_VOLUME_ID="+s.id,
 	)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -23,6 +24,7 @@ type Status struct {
 	Backends   map[string]any    `json:"backends"`
 	Counters   map[string]uint64 `json:"counters,omitempty"`
 	Zstor      string            `json:"zstor,omitempty"`
+	Uploads    map[string]uint64 `json:"uploads,omitempty"` // zstor's queue length and failed uploads
 	LastError  string            `json:"last_error,omitempty"`
 	Created    time.Time         `json:"created"`
 	Tombstoned bool              `json:"tombstoned,omitempty"`
@@ -85,7 +87,31 @@ func (d *Driver) statusOf(v *vol, full bool) *Status {
 				"rx_packets": c.RxPackets, "tx_packets": c.TxPackets}
 		}
 	}
+	if full && st != nil {
+		if text, err := st.zstorMetrics(2 * time.Second); err == nil && text != "" {
+			s.Uploads = uploadStats(text)
+		}
+	}
 	return s
+}
+
+// uploadStats picks zstor's queue length and failed uploads out of its
+// Prometheus text.
+func uploadStats(text string) map[string]uint64 {
+	out := map[string]uint64{}
+	for _, line := range strings.Split(text, "\n") {
+		for _, m := range []struct{ metric, key string }{
+			{"zstor_queue_length", "pending"}, {"zstor_failed_uploads", "failed"},
+		} {
+			if rest, ok := strings.CutPrefix(line, m.metric); ok && (strings.HasPrefix(rest, " ") || strings.HasPrefix(rest, "{")) {
+				f := strings.Fields(rest)
+				if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+					out[m.key] += uint64(v)
+				}
+			}
+		}
+	}
+	return out
 }
 
 // stackView is a consistent copy of what Status needs from a Stack.
@@ -240,6 +266,9 @@ func (s *Status) FormatTable(w io.Writer) {
 	}
 	if v, ok := s.Backends["backends"]; ok {
 		row("BACKENDS", fmt.Sprint(v))
+	}
+	if s.Uploads != nil {
+		row("UPLOADS", fmt.Sprintf("%d pending, %d failed", s.Uploads["pending"], s.Uploads["failed"]))
 	}
 	if s.Zstor != "" {
 		row("NOTE", s.Zstor)
