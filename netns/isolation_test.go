@@ -2,6 +2,7 @@ package netns_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -299,6 +300,9 @@ func TestAllocationCollision(t *testing.T) {
 	if err != nil || *again != *nsA {
 		t.Fatalf("Setup again = %+v %v, want %+v", again, err, nsA)
 	}
+	if found, err := netns.Lookup(b); err != nil || *found != *nsB {
+		t.Fatalf("Lookup = %+v %v, want %+v", found, err, nsB)
+	}
 	// With no backends nothing is reachable, and the counters read zero.
 	c, err := netns.ReadCounters(a)
 	if err != nil || c != (netns.Counters{}) {
@@ -309,5 +313,8 @@ func TestAllocationCollision(t *testing.T) {
 	}
 	if _, err := netns.ReadCounters(a); err == nil {
 		t.Fatal("ReadCounters of a torn down volume succeeded")
+	}
+	if _, err := netns.Lookup(a); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Lookup of a torn down volume: %v", err)
 	}
 }

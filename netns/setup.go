@@ -314,3 +314,44 @@ func ipv6Enabled() bool {
 	v, err := os.ReadFile("/proc/sys/net/ipv6/conf/all/disable_ipv6")
 	return err == nil && strings.TrimSpace(string(v)) == "0"
 }
+
+// Lookup returns the namespace of volume id as Setup made it, read from the
+// host side of its veth, without changing anything. The error matches
+// os.ErrNotExist when the namespace or its veth is missing.
+func Lookup(id string) (*Namespace, error) {
+	if err := ValidID(id); err != nil {
+		return nil, err
+	}
+	ns := &Namespace{ID: id, Name: Name(id), HostIf: hostIfName(id), NSIf: nsIfName(id)}
+	if !isNSFile(nsPath(ns.Name)) {
+		return nil, fmt.Errorf("look up netns of volume %s: %w", id, os.ErrNotExist)
+	}
+	link, err := netlink.LinkByName(ns.HostIf)
+	if isNotFound(err) {
+		return nil, fmt.Errorf("look up veth %s of volume %s: %w", ns.HostIf, id, os.ErrNotExist)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up veth %s of volume %s: %w", ns.HostIf, id, err)
+	}
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("list addresses of %s: %w", ns.HostIf, err)
+	}
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok {
+			continue
+		}
+		ip = ip.Unmap()
+		switch {
+		case ip.Is4() && !ns.HostAddr4.IsValid():
+			ns.HostAddr4, ns.NSAddr4 = ip, ip.Next()
+		case ip.Is6() && !ip.IsLinkLocalUnicast() && !ns.HostAddr6.IsValid():
+			ns.HostAddr6, ns.NSAddr6 = ip, ip.Next()
+		}
+	}
+	if !ns.HostAddr4.IsValid() {
+		return nil, fmt.Errorf("veth %s of volume %s has no IPv4 address", ns.HostIf, id)
+	}
+	return ns, nil
+}
