@@ -89,6 +89,7 @@ func parseArgs(args []string) (*options, error) {
 	}
 	switch o.cmd {
 	case "store", "retrieve", "rebuild", "check", "monitor", "test", "status":
+	case "_bench-encode": // hidden: pipeline without upload, for scripts/bench-zstor.sh
 	case "":
 		return nil, errors.New("missing command")
 	default:
@@ -134,7 +135,7 @@ func parseArgs(args []string) (*options, error) {
 		}
 	}
 	switch o.cmd {
-	case "store", "retrieve", "check":
+	case "store", "retrieve", "check", "_bench-encode":
 		if o.file == "" {
 			return nil, fmt.Errorf("%s needs -f/--file", o.cmd)
 		}
@@ -167,6 +168,8 @@ func run(o *options, log *logrus.Entry) error {
 		return runDaemon(o.config, cfg, log)
 	case "status":
 		return printStatus(os.Stdout, cfg, log)
+	case "_bench-encode":
+		return benchEncode(os.Stdout, cfg, o.file, log)
 	case "test":
 		eng, err := engine.New(cfg, log)
 		if err != nil {

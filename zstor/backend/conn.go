@@ -120,8 +120,10 @@ func FreeSpace(info map[string]string) int64 {
 }
 
 // WriteShard stores data as SET "" chunks of at most MaxChunk bytes,
-// pipelined, and returns the sequential ids in order.
-func (c *Conn) WriteShard(data []byte) ([]uint64, error) {
+// pipelined, and returns the sequential ids in order. When onChunk is not
+// nil it sees every chunk just before it is sent (to checksum the shard
+// while the previous chunks are in flight).
+func (c *Conn) WriteShard(data []byte, onChunk func([]byte)) ([]uint64, error) {
 	const window = 4
 	var ids []uint64
 	pending := 0
@@ -150,6 +152,9 @@ func (c *Conn) WriteShard(data []byte) ([]uint64, error) {
 	}
 	for off := 0; off < len(data); off += MaxChunk {
 		end := min(off+MaxChunk, len(data))
+		if onChunk != nil {
+			onChunk(data[off:end])
+		}
 		if err := c.c.Send("SET", "", data[off:end]); err != nil {
 			return nil, err
 		}

@@ -102,9 +102,19 @@ func (t teeWriter) Write(p []byte) (int, error) {
 
 // fetchShards reads the shards of md: data shards first, parity shards only
 // as needed, all in parallel. Shards with a bad checksum count as missing.
-// When all is true every shard is fetched.
+// When all is true every shard is fetched. Data shards are read into one
+// buffer and compacted so that joining them needs no copy.
 func (e *Engine) fetchShards(md *meta.MetaData, all bool) ([][]byte, error) {
 	n := md.DataShards + md.DisposableShards
+	if len(md.Shards) != n {
+		return nil, fmt.Errorf("metadata lists %d shards, want %d", len(md.Shards), n)
+	}
+	chunks := 0
+	for _, s := range md.Shards[:md.DataShards] {
+		chunks = max(chunks, len(s.Keys))
+	}
+	slot := chunks * backend.MaxChunk
+	region := make([]byte, md.DataShards*slot)
 	shards := make([][]byte, n)
 	errs := make([]error, n)
 	fetch := func(idxs []int) {
@@ -113,13 +123,14 @@ func (e *Engine) fetchShards(md *meta.MetaData, all bool) ([][]byte, error) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				shards[i], errs[i] = e.readShard(md.Shards[i])
+				var dst []byte
+				if i < md.DataShards {
+					dst = region[i*slot : i*slot : (i+1)*slot]
+				}
+				shards[i], errs[i] = e.readShard(md.Shards[i], dst)
 			}()
 		}
 		wg.Wait()
-	}
-	if len(md.Shards) != n {
-		return nil, fmt.Errorf("metadata lists %d shards, want %d", len(md.Shards), n)
 	}
 	var first []int
 	for i := 0; i < n; i++ {
@@ -146,7 +157,7 @@ func (e *Engine) fetchShards(md *meta.MetaData, all bool) ([][]byte, error) {
 				}
 				return nil, fmt.Errorf("%w: %d of %d required shards readable (last error: %v)", errTooFew, have, md.DataShards, lastErr)
 			}
-			return shards, nil
+			break
 		}
 		var more []int
 		for ; next < n && len(more) < md.DataShards-have; next++ {
@@ -154,6 +165,25 @@ func (e *Engine) fetchShards(md *meta.MetaData, all bool) ([][]byte, error) {
 		}
 		fetch(more)
 	}
+	// Compact the data shards to consecutive positions (memmove, no
+	// allocation) when they are all present and of equal size.
+	size := -1
+	for _, s := range shards {
+		if s != nil {
+			size = len(s)
+			break
+		}
+	}
+	for i := 0; i < md.DataShards; i++ {
+		if shards[i] == nil || len(shards[i]) != size {
+			return shards, nil
+		}
+	}
+	for i := 0; i < md.DataShards; i++ {
+		copy(region[i*size:(i+1)*size], shards[i])
+		shards[i] = region[i*size : (i+1)*size : (i+1)*size]
+	}
+	return shards, nil
 }
 
 func (e *Engine) fetchBlob(md *meta.MetaData) ([]byte, error) {
@@ -164,7 +194,7 @@ func (e *Engine) fetchBlob(md *meta.MetaData) ([]byte, error) {
 	return codec.Join(shards, md.DataShards, md.DisposableShards)
 }
 
-func (e *Engine) readShard(si meta.ShardInfo) ([]byte, error) {
+func (e *Engine) readShard(si meta.ShardInfo, dst []byte) ([]byte, error) {
 	c, err := e.Pool.Get(si.Backend, backend.Sequential)
 	if err != nil {
 		return nil, err
@@ -173,7 +203,7 @@ func (e *Engine) readShard(si meta.ShardInfo) ([]byte, error) {
 	for i, k := range si.Keys {
 		keys[i] = k.Bytes()
 	}
-	data, err := c.ReadShard(keys, nil)
+	data, err := c.ReadShard(keys, dst)
 	e.Pool.Put(c, backend.Sequential)
 	if err != nil {
 		return nil, err

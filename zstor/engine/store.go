@@ -137,8 +137,7 @@ func (e *Engine) upload(cfg *config.Config, blob []byte, hexKey string) (*meta.M
 	if err != nil {
 		return nil, err
 	}
-	sums := e.shardSums(shards)
-	infos, err := e.placeAndWrite(cfg, shards, sums, nil)
+	infos, err := e.placeAndWrite(cfg, shards, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -167,7 +166,8 @@ func (e *Engine) shardSums(shards [][]byte) []codec.Checksum {
 
 // placeAndWrite writes shards[i] for every i not already in keep (keep[i]
 // is an existing ShardInfo to reuse) on backends satisfying the placement
-// policy. Failed backends are excluded and placement is retried.
+// policy. Failed backends are excluded and placement is retried. With nil
+// sums, each shard's checksum is computed while it is being sent.
 func (e *Engine) placeAndWrite(cfg *config.Config, shards [][]byte, sums []codec.Checksum, keep []*meta.ShardInfo) ([]meta.ShardInfo, error) {
 	excluded := map[string]bool{}
 	pol := backend.PlacementOf(cfg)
@@ -201,16 +201,29 @@ func (e *Engine) placeAndWrite(cfg *config.Config, shards [][]byte, sums []codec
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				ids, err := e.writeShard(chosen[i], shards[i])
+				var sum codec.Checksum
+				var h interface {
+					Write([]byte) (int, error)
+					Sum([]byte) []byte
+				}
+				if sums == nil {
+					h = codec.NewHash()
+				}
+				ids, err := e.writeShard(chosen[i], shards[i], h)
 				if err != nil {
 					errs[i] = err
 					return
+				}
+				if sums == nil {
+					h.Sum(sum[:0])
+				} else {
+					sum = sums[i]
 				}
 				keys := make([]meta.Key, len(ids))
 				for j, id := range ids {
 					keys[j] = meta.Key{ID: id}
 				}
-				infos[i] = meta.ShardInfo{Index: i, Checksum: sums[i], Keys: keys, Backend: chosen[i]}
+				infos[i] = meta.ShardInfo{Index: i, Checksum: sum, Keys: keys, Backend: chosen[i]}
 			}()
 		}
 		wg.Wait()
@@ -306,7 +319,7 @@ func choose(pol backend.Placement, groups [][]config.Backend, keep []*meta.Shard
 
 // writeShard writes one shard to b after checking it is reachable and has
 // space.
-func (e *Engine) writeShard(b config.Backend, data []byte) ([]uint64, error) {
+func (e *Engine) writeShard(b config.Backend, data []byte, h interface{ Write([]byte) (int, error) }) ([]uint64, error) {
 	c, err := e.Pool.Get(b, backend.Sequential)
 	if err != nil {
 		return nil, err
@@ -320,7 +333,11 @@ func (e *Engine) writeShard(b config.Backend, data []byte) ([]uint64, error) {
 		e.Pool.Put(c, backend.Sequential)
 		return nil, fmt.Errorf("backend %s: no space left (%d bytes free, shard of %d)", b.Address, free, len(data))
 	}
-	ids, err := c.WriteShard(data)
+	var onChunk func([]byte)
+	if h != nil {
+		onChunk = func(p []byte) { h.Write(p) }
+	}
+	ids, err := c.WriteShard(data, onChunk)
 	e.Pool.Put(c, backend.Sequential)
 	if err != nil {
 		return nil, err
