@@ -14,9 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/qsfs/qsfs/internal/testbin"
 	"github.com/qsfs/qsfs/zstor/config"
+	"github.com/qsfs/qsfs/zstor/engine"
 	"github.com/qsfs/qsfs/zstor/internal/zdbtest"
+	"github.com/qsfs/qsfs/zstor/meta"
 )
 
 func writeConfig(t *testing.T, path string, cfg *config.Config) {
@@ -214,8 +218,26 @@ func TestDaemonCLIReloadRepair(t *testing.T) {
 	waitFor(t, 60*time.Second, "repair after reload", func() bool {
 		return strings.Contains(m.out.String(), "repair sweep done")
 	})
-	if n, err := repl.Entries(); err != nil || n == 0 {
-		t.Fatalf("replacement backend has no shards after repair: %d %v\n%s", n, err, m.out.String())
+	// Every object's shards are now on distinct backends of the new config.
+	eng, err := engine.New(cfg, logrus.NewEntry(logrus.New()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Pool.Close()
+	for _, p := range append(files, f1) {
+		key, _ := eng.Meta().KeyFor(p)
+		md, err := eng.Meta().Load(key)
+		if err != nil || md == nil {
+			t.Fatalf("metadata of %s: %v", p, err)
+		}
+		seen := map[string]bool{}
+		for _, s := range md.Shards {
+			id := meta.BackendID(s.Backend)
+			if seen[id] || meta.SameBackend(s.Backend, zdbtest.DataBackend(lost)) || !eng.InConfig(cfg, s.Backend) {
+				t.Fatalf("%s: shard %d on %s after repair\n%s", p, s.Index, id, m.out.String())
+			}
+			seen[id] = true
+		}
 	}
 	// With the repair done two more backends may fail.
 	cl.All[2].Stop()
