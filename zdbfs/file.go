@@ -215,9 +215,24 @@ func (fs *FS) fetchBlocks(n *node, want []uint32, last uint32) {
 		}
 	}
 	if split < len(want) {
-		bg := want[split:]
-		bgIDs := ids[split:]
-		bgF := fetches[split:]
+		// read-ahead in chunks of 8 blocks over several connections
+		for c := split; c < len(want); c += 8 {
+			e := min(c+8, len(want))
+			fs.prefetch(n, want[c:e], ids[c:e], fetches[c:e])
+		}
+		want, ids, fetches = want[:split], ids[:split], fetches[:split]
+	}
+	if len(want) == 0 {
+		return
+	}
+	n.mu.Unlock()
+	run()
+	n.mu.Lock()
+}
+
+// prefetch reads blocks in the background into n's cache.
+func (fs *FS) prefetch(n *node, bg []uint32, bgIDs []uint64, bgF []*fetch) {
+	{
 		go func() {
 			vals, err := fs.b.data.getMany(bgIDs)
 			n.mu.Lock()
@@ -238,14 +253,7 @@ func (fs *FS) fetchBlocks(n *node, want []uint32, last uint32) {
 			n.mu.Unlock()
 			fs.evict()
 		}()
-		want, ids, fetches = want[:split], ids[:split], fetches[:split]
 	}
-	if len(want) == 0 {
-		return
-	}
-	n.mu.Unlock()
-	run()
-	n.mu.Lock()
 }
 
 // readAt copies file data at off into buf; n.mu held.
@@ -257,8 +265,8 @@ func (fs *FS) readAt(n *node, buf []byte, off uint64) (int, syscall.Errno) {
 	end := min(off+uint64(len(buf)), size)
 	first, last := uint32(off/blockSize), uint32((end-1)/blockSize)
 	var ahead uint32
-	if off == n.lastRead && !fs.opts.NoCache {
-		ahead = 16
+	if !fs.opts.NoCache && off+4<<20 >= n.lastRead && off <= n.lastRead+4<<20 {
+		ahead = 32
 		if maxIdx := uint32((size - 1) / blockSize); last+ahead > maxIdx {
 			ahead = maxIdx - last
 		}
@@ -321,6 +329,13 @@ func (fs *FS) writeAt(n *node, data []byte, off uint64) ([]uint32, syscall.Errno
 			}
 		}
 		need := int(in + chunk)
+		if b.flushing {
+			// the block's bytes are being sent to zdb: copy on write
+			nb := make([]byte, len(b.data), max(need, cap(b.data)))
+			copy(nb, b.data)
+			fs.account(int64(cap(nb) - cap(b.data)))
+			b.data = nb
+		}
 		if need > len(b.data) {
 			if need > cap(b.data) {
 				c := need

@@ -47,7 +47,8 @@ func (fs *FS) collectJobs(n *node, idxs []uint32, out []*bjob) []*bjob {
 		if want := n.attr.Size - min(n.attr.Size, uint64(idx)*blockSize); uint64(len(data)) > want {
 			data = data[:want]
 		}
-		out = append(out, &bjob{n: n, idx: idx, b: b, gen: b.gen, data: append([]byte(nil), data...), id: n.blockID(idx)})
+		// no copy: writers copy the block before changing it while it is flushing
+		out = append(out, &bjob{n: n, idx: idx, b: b, gen: b.gen, data: data, id: n.blockID(idx)})
 	}
 	if idxs == nil {
 		for idx, b := range n.cache {

@@ -807,8 +807,9 @@ func (fs *FS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Statu
 	return fuse.OK
 }
 
-// Flush is called on close(2); data reaches zdb on fsync or write-back.
-func (fs *FS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status { return fuse.OK }
+// Flush (close(2)) is left to the default ENOSYS: the kernel then stops
+// sending it, still writes its cached pages back at close, and data reaches
+// zdb on fsync or write-back.
 
 // Fsync writes everything dirty to zdb.
 func (fs *FS) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
@@ -953,22 +954,7 @@ func (fs *FS) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsO
 	return fuse.OK
 }
 
-// GetXAttr: the layout has no room for extended attributes.
-func (fs *FS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
-	return 0, fuse.Status(syscall.ENOTSUP)
-}
-
-// ListXAttr: the layout has no room for extended attributes.
-func (fs *FS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte) (uint32, fuse.Status) {
-	return 0, fuse.Status(syscall.ENOTSUP)
-}
-
-// SetXAttr: the layout has no room for extended attributes.
-func (fs *FS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
-	return fuse.Status(syscall.ENOTSUP)
-}
-
-// RemoveXAttr: the layout has no room for extended attributes.
-func (fs *FS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
-	return fuse.Status(syscall.ENOTSUP)
-}
+// Extended attributes: the layout has no room for them. The xattr
+// operations answer ENOSYS, which the kernel remembers for the mount and
+// turns into EOPNOTSUPP (= ENOTSUP) for every caller, without asking again
+// (writes otherwise ask for security.capability every time).

@@ -22,6 +22,8 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -29,6 +31,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 )
 
 // Version is reported by -V.
@@ -81,6 +84,13 @@ func Main(args []string) int {
 	log := logger.WithField("mountpoint", o.Mountpoint)
 	for _, w := range o.Warnings {
 		log.Warn(w)
+	}
+	if path := os.Getenv("QSFS_ZDBFS_CPUPROFILE"); path != "" {
+		// developer aid: profile the whole run
+		if f, err := os.Create(path); err == nil {
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
 	}
 	if err := run(o, log); err != nil {
 		log.Errorf("zdbfs: %v", err)
@@ -147,6 +157,8 @@ func run(o *Options, log *logrus.Entry) (err error) {
 		return err
 	}
 	fs := newFS(o, b, size, log)
+	// keep the heap near the cache budget plus request buffers
+	debug.SetMemoryLimit(fs.budget + 96<<20)
 	if _, e := fs.node(rootIno); e != 0 {
 		return fmt.Errorf("load root directory: %w", e)
 	}
@@ -158,10 +170,10 @@ func run(o *Options, log *logrus.Entry) (err error) {
 		AllowOther:           o.AllowOther,
 		MaxWrite:             1 << 20,
 		MaxReadAhead:         1 << 20,
-		MaxBackground:        64,
+		MaxBackground:        16,
 		EnableSymlinkCaching: true,
 		DisableXAttrs:        false,
-		Debug:                o.Debug && logrus.GetLevel() >= logrus.DebugLevel,
+		Debug:                o.Debug,
 		DirectMount:          os.Geteuid() == 0 && !o.AutoUnmount,
 		ExtraCapabilities:    fuse.CAP_PARALLEL_DIROPS,
 	}
@@ -186,6 +198,7 @@ func run(o *Options, log *logrus.Entry) (err error) {
 	if err := srv.WaitMount(); err != nil {
 		return fmt.Errorf("mount %q: %w", o.Mountpoint, err)
 	}
+	tuneReadahead(o.Mountpoint, log)
 	log.WithField("size", size).Info("mounted")
 	notifyReady(nil)
 
@@ -305,4 +318,17 @@ func (fs *FS) shutdown() error {
 	fs.b.temp.close()
 	fs.log.Info("unmounted, everything written to zdb")
 	return nil
+}
+
+// tuneReadahead raises the kernel read-ahead of the mount (128 KiB by
+// default for FUSE) so that sequential reads arrive as large requests.
+func tuneReadahead(mnt string, log *logrus.Entry) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(mnt, &st); err != nil {
+		return
+	}
+	path := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
+	if err := os.WriteFile(path, []byte("4096"), 0o644); err != nil {
+		log.Debugf("read-ahead: %v", err)
+	}
 }
