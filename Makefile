@@ -8,7 +8,11 @@ GOFLAGS  := -trimpath
 LDFLAGS  := -s -w
 GO_TEST_TIMEOUT ?= 20m
 
-.PHONY: all build deps test unit e2e bench lint clean
+DOCKER   ?= /usr/bin/docker
+PLUGIN   ?= qsfs
+PLUGIN_DIR := plugin-build
+
+.PHONY: all build deps test unit e2e bench lint clean demo plugin plugin-docker plugin-create plugin-enable install
 
 all: build
 
@@ -37,5 +41,35 @@ e2e: build
 bench: deps build
 	scripts/bench.sh
 
+# The embedded default end to end: local backends, a private dockerd, the
+# managed plugin, a volume, containers that write and read it.
+demo: deps build
+	scripts/demo.sh
+
+# The managed plugin directory: $(PLUGIN_DIR)/config.json + rootfs/ (the
+# static binary, iptables with its extensions, ip, fusermount3).
+plugin: build
+	scripts/build-rootfs.sh $(BIN) $(PLUGIN_DIR)
+
+# The same rootfs through the Dockerfile (FROM scratch, offline).
+plugin-docker: plugin
+	$(DOCKER) build -q -t qsfs-rootfs:build -f Dockerfile $(PLUGIN_DIR)
+	cid=$$($(DOCKER) create qsfs-rootfs:build) && rm -rf $(PLUGIN_DIR)/rootfs && mkdir $(PLUGIN_DIR)/rootfs && \
+	  $(DOCKER) export $$cid | tar -x -C $(PLUGIN_DIR)/rootfs && $(DOCKER) rm $$cid >/dev/null
+
+# `docker plugin create` on the host's dockerd (name $(PLUGIN)); the state
+# and secrets directories and /run/netns must exist on the host.
+plugin-create: plugin
+	mkdir -p /var/lib/qsfs /etc/qsfs/secrets /run/netns
+	chmod 700 /var/lib/qsfs /etc/qsfs/secrets
+	-$(DOCKER) plugin disable -f $(PLUGIN) >/dev/null 2>&1
+	-$(DOCKER) plugin rm -f $(PLUGIN) >/dev/null 2>&1
+	$(DOCKER) plugin create $(PLUGIN) $(PLUGIN_DIR)
+
+plugin-enable:
+	$(DOCKER) plugin enable $(PLUGIN)
+
+install: plugin-create plugin-enable
+
 clean:
-	rm -rf bin rootfs plugin-build
+	rm -rf bin rootfs $(PLUGIN_DIR)

@@ -83,6 +83,11 @@ func Run(ctx context.Context, set *Settings, log *logrus.Logger) error {
 	progs := set.programs(self)
 	var iso driver.Isolation = driver.NoIsolation{}
 	if set.Isolation {
+		if changed, err := writableProcSys(); err != nil {
+			log.WithError(err).Warn("host sysctls are read-only: namespaces may not reach their backends")
+		} else if changed {
+			log.Info("remounted /proc/sys read-write (managed plugin) for the forwarding sysctls")
+		}
 		iso = &driver.NetnsIsolation{Self: self, Subnet4: set.Subnet4, Subnet6: set.Subnet6}
 	}
 	d, err := driver.New(driver.Config{

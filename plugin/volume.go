@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/qsfs/qsfs/driver"
+	"github.com/qsfs/qsfs/netns"
 )
 
 // optionList collects repeated -o key=value flags.
@@ -42,6 +43,9 @@ func VolumeMain(args []string) int {
 		return 0
 	}
 	cmd := args[0]
+	if cmd == "teardown" {
+		return teardownMain(args[1:])
+	}
 	fs := flag.NewFlagSet("qsfs volume "+cmd, flag.ContinueOnError)
 	socket := fs.String("socket", "", "plugin socket (default $QSFS_SOCKET, /run/docker/plugins/qsfs.sock, or the one managed plugin socket)")
 	opts := optionList{}
@@ -95,7 +99,9 @@ func VolumeMain(args []string) int {
 func volumeUsage(w io.Writer) {
 	fmt.Fprintln(w, `usage:
   qsfs volume update NAME -o key=value [-o key=value ...] [--socket PATH]
-  qsfs volume status NAME [--socket PATH]`)
+  qsfs volume status NAME [--socket PATH]
+  qsfs volume teardown ID...   remove the network namespace, veth and host
+                               rules of volume ids left behind (no plugin needed)`)
 }
 
 // findSocket picks the plugin socket: the flag, $QSFS_SOCKET, the host
@@ -183,4 +189,21 @@ func (c *Client) Status(name string) (*driver.Status, error) {
 		return nil, fmt.Errorf("volume %s: empty status", name)
 	}
 	return resp.Status, nil
+}
+
+// teardownMain removes what netns.Setup made for each volume id given; an
+// operator's tool for leftovers of a plugin that was removed uncleanly.
+func teardownMain(ids []string) int {
+	if len(ids) == 0 {
+		volumeUsage(os.Stderr)
+		return 2
+	}
+	rc := 0
+	for _, id := range ids {
+		if err := netns.Teardown(id); err != nil {
+			fmt.Fprintf(os.Stderr, "qsfs volume teardown: %v\n", err)
+			rc = 1
+		}
+	}
+	return rc
 }
