@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -148,34 +147,14 @@ func (p *Peer) remove(t *testing.T) {
 	}
 }
 
-// zdbBuilt caches whether `qsfs zdb` is more than the skeleton placeholder.
-var (
-	zdbOnce  sync.Once
-	zdbBuilt bool
-)
-
 // Serve starts `qsfs zdb` listening on port inside namespace ns (dual
 // stack) and waits until it answers PING there. It is stopped (by PID) in
-// t.Cleanup. While `qsfs zdb` is the skeleton's placeholder, the test binary
-// serves a minimal RESP server instead (see Main) and the test logs so.
+// t.Cleanup.
 func Serve(t *testing.T, bin, ns string, port uint16) {
 	t.Helper()
 	dir := t.TempDir()
-	zdbOnce.Do(func() {
-		out, _ := exec.Command(bin, "zdb", "--help").CombinedOutput()
-		zdbBuilt = !strings.Contains(string(out), "not built yet")
-	})
 	cmd := netns.Command(bin, ns, bin, "zdb", "--listen", "::", "--port", strconv.Itoa(int(port)),
 		"--data", filepath.Join(dir, "data"), "--index", filepath.Join(dir, "index"))
-	if !zdbBuilt {
-		self, err := os.Executable()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("qsfs zdb is not built yet: serving RESP from the test binary in %s", ns)
-		cmd = netns.Command(bin, ns, self)
-		cmd.Env = append(os.Environ(), fallbackEnv+"=[::]:"+strconv.Itoa(int(port)))
-	}
 	logf, err := os.Create(filepath.Join(dir, "zdb.log"))
 	if err != nil {
 		t.Fatal(err)
