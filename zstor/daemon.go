@@ -30,7 +30,7 @@ import (
 const (
 	defaultPidFile  = "/var/run/zstor.pid"
 	storeWorkers    = 2 // background uploads at once: bounds memory to ~2 objects
-	blockingWorkers = 4 // blocking commands run beside them, never behind them
+	blockingWorkers = 2 // blocking commands run beside them, never behind them
 	maxBackoff      = 5 * time.Minute
 )
 
@@ -54,6 +54,7 @@ type daemon struct {
 	wg        sync.WaitGroup
 	stop      chan struct{}
 	repairNow chan struct{}
+	verified  evictCache
 }
 
 // StatusFile is where the daemon publishes its queue for `zstor status`.

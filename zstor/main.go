@@ -61,9 +61,9 @@ func setupLog(o *options) (*logrus.Entry, func(), error) {
 	}
 	closeFn := func() {}
 	if o.logFileSet {
-		f, err := os.OpenFile(o.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		f, err := openRolling(o.logFile)
 		if err != nil {
-			return nil, nil, fmt.Errorf("open log file %s: %w", o.logFile, err)
+			return nil, nil, err
 		}
 		out = io.MultiWriter(out, f)
 		closeFn = func() { f.Close() }

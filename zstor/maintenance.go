@@ -1,11 +1,13 @@
 package zstor
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -107,7 +109,7 @@ func (d *daemon) evict() {
 		return
 	}
 	limit := int64(cfg.MaxZdbDataDirSize) << 20
-	n, err := evictDir(d.eng, cfg.ZdbDataDirPath, limit, d.log)
+	n, err := evictDir(d.eng, cfg.ZdbDataDirPath, limit, &d.verified, d.log)
 	if err != nil {
 		d.log.WithError(err).Warn("eviction failed")
 	}
@@ -121,9 +123,42 @@ type dataFile struct {
 	id    int
 	size  int64
 	atime time.Time
+	mtime time.Time
 }
 
-func evictDir(eng *engine.Engine, dir string, limit int64, log *logrus.Entry) (int, error) {
+// evictCache remembers files whose stored checksum matched, by path, size
+// and modification time, so a full directory is not re-hashed every pass.
+type evictCache struct {
+	mu sync.Mutex
+	ok map[string]string
+}
+
+func (c *evictCache) key(f dataFile, mtime time.Time) string {
+	return fmt.Sprintf("%d/%d", f.size, mtime.UnixNano())
+}
+
+func (c *evictCache) has(path, k string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ok[path] == k
+}
+
+func (c *evictCache) put(path, k string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ok == nil {
+		c.ok = map[string]string{}
+	}
+	c.ok[path] = k
+}
+
+func (c *evictCache) drop(path string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.ok, path)
+}
+
+func evictDir(eng *engine.Engine, dir string, limit int64, cache *evictCache, log *logrus.Entry) (int, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return 0, err
@@ -151,7 +186,7 @@ func evictDir(eng *engine.Engine, dir string, limit int64, log *logrus.Entry) (i
 		if st, ok := info.Sys().(*syscall.Stat_t); ok {
 			at = time.Unix(st.Atim.Sec, st.Atim.Nsec)
 		}
-		files = append(files, dataFile{path: filepath.Join(dir, e.Name()), id: id, size: info.Size(), atime: at})
+		files = append(files, dataFile{path: filepath.Join(dir, e.Name()), id: id, size: info.Size(), atime: at, mtime: info.ModTime()})
 		active = max(active, id)
 	}
 	if total < limit {
@@ -166,14 +201,19 @@ func evictDir(eng *engine.Engine, dir string, limit int64, log *logrus.Entry) (i
 		if f.id == active {
 			continue
 		}
-		stored, err := eng.Check(f.path)
-		if err != nil || stored == nil {
-			continue
+		ck := cache.key(f, f.mtime)
+		if !cache.has(f.path, ck) {
+			stored, err := eng.Check(f.path)
+			if err != nil || stored == nil {
+				continue
+			}
+			sum, _, _, err := eng.EncodeFileChecksum(f.path)
+			if err != nil || sum != *stored {
+				continue
+			}
+			cache.put(f.path, ck)
 		}
-		sum, _, _, err := eng.EncodeFileChecksum(f.path)
-		if err != nil || sum != *stored {
-			continue
-		}
+		cache.drop(f.path)
 		if err := os.Remove(f.path); err != nil {
 			log.WithError(err).WithField("file", f.path).Warn("evict failed")
 			continue
