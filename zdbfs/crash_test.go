@@ -54,3 +54,22 @@ func TestCrashSafety(t *testing.T) {
 		t.Errorf("file written after the restart reads %q", got)
 	}
 }
+
+// TestZdbRestart restarts zdb under a live mount: zdbfs reconnects.
+func TestZdbRestart(t *testing.T) {
+	s := newStack(t)
+	s.mount()
+	writeFile(t, filepath.Join(s.mnt, "before"), "before")
+	fsyncPath(t, filepath.Join(s.mnt, "before"))
+	s.zdb.stop(syscall.SIGTERM)
+	s.startZdb()
+	writeFile(t, filepath.Join(s.mnt, "after"), "after")
+	fsyncPath(t, filepath.Join(s.mnt, "after"))
+	s.unmount()
+	s.mount()
+	for _, name := range []string{"before", "after"} {
+		if got := readFile(t, filepath.Join(s.mnt, name)); got != name {
+			t.Errorf("%s reads %q", name, got)
+		}
+	}
+}

@@ -132,7 +132,13 @@ func (fs *FS) readBlocks(n *node, first, last uint32, ahead uint32) syscall.Errn
 		end := last + ahead
 		for idx := first; idx <= end; idx++ {
 			if n.cache[idx] != nil {
+				if idx <= last {
+					fs.add(&fs.stats.cacheHit, 1)
+				}
 				continue
+			}
+			if idx <= last {
+				fs.add(&fs.stats.cacheMiss, 1)
 			}
 			if f := n.inflight[idx]; f != nil {
 				if idx <= last && wait == nil {

@@ -160,6 +160,7 @@ func (fs *FS) writeBehind() {
 				break more
 			}
 		}
+		fs.add(&fs.stats.linearFlush, uint64(len(jobs)))
 		if err := fs.runJobs(jobs); err != nil {
 			fs.log.Warnf("write-behind: %v", err)
 		}
@@ -185,6 +186,7 @@ func (fs *FS) flushData() error {
 	for _, n := range nodes {
 		jobs = fs.collectJobs(n, nil, jobs)
 	}
+	fs.add(&fs.stats.randomFlush, uint64(len(jobs)))
 	err := fs.runJobs(jobs)
 	for _, n := range nodes {
 		n.mu.Lock()

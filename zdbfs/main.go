@@ -175,7 +175,7 @@ func run(o *Options, log *logrus.Entry) (err error) {
 		DisableXAttrs:        false,
 		Debug:                o.Debug,
 		DirectMount:          os.Geteuid() == 0 && !o.AutoUnmount,
-		ExtraCapabilities:    fuse.CAP_PARALLEL_DIROPS,
+		ExtraCapabilities:    fuse.CAP_PARALLEL_DIROPS | fuse.CAP_IOCTL_DIR,
 	}
 	if !o.NoCache {
 		mo.ExtraCapabilities |= fuse.CAP_WRITEBACK_CACHE

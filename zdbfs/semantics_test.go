@@ -1,6 +1,7 @@
 package zdbfs
 
 import (
+	"encoding/binary"
 	"errors"
 	"net"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -172,6 +174,28 @@ func TestSemantics(t *testing.T) {
 		must(t, unix.Statfs(m, &sf))
 		if sf.Blocks*uint64(sf.Frsize) != 1<<30 || sf.Bfree > sf.Blocks || sf.Namelen != 255 {
 			t.Errorf("statfs: blocks %d frsize %d bfree %d namelen %d", sf.Blocks, sf.Frsize, sf.Bfree, sf.Namelen)
+		}
+	})
+	t.Run("ioctls", func(t *testing.T) {
+		f, err := os.Open(m)
+		must(t, err)
+		defer f.Close()
+		buf := make([]byte, 240)
+		if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), ioctlStatistics, uintptr(unsafe.Pointer(&buf[0]))); e != 0 {
+			t.Fatalf("statistics ioctl: %v", e)
+		}
+		if v := binary.LittleEndian.Uint64(buf); v != 2 {
+			t.Errorf("stats version %d, want 2", v)
+		}
+		if reqs := binary.LittleEndian.Uint64(buf[8:]); reqs == 0 {
+			t.Error("stats count no requests")
+		}
+		var ts uint64
+		if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), ioctlSnapshot, uintptr(unsafe.Pointer(&ts))); e != 0 {
+			t.Fatalf("snapshot ioctl: %v", e)
+		}
+		if d := int64(ts) - time.Now().Unix(); d < -60 || d > 60 {
+			t.Errorf("snapshot timestamp %d is not now", ts)
 		}
 	})
 	t.Run("permissions for other users", func(t *testing.T) {

@@ -13,6 +13,9 @@ import (
 // ioTimeout bounds one round trip to zdb.
 const ioTimeout = 60 * time.Second
 
+// reconnectWindow is how long a request keeps retrying while zdb is away.
+const reconnectWindow = 30 * time.Second
+
 // namespace is a small pool of connections to one sequential namespace. Each
 // pooled connection has already selected the namespace. A connection that
 // failed at the transport level is dropped and the request retried once on a
@@ -75,8 +78,8 @@ func isTransport(err error) bool {
 
 // pipeline sends n requests built by req on one connection and hands each
 // reply to got. Replies that say the namespace is temporarily locked are
-// retried every 100 ms, as 0-db-fs does. A transport error is retried once
-// on a new connection.
+// retried every 100 ms, as 0-db-fs does. After a transport error the
+// requests are resent on new connections for up to reconnectWindow.
 func (ns *namespace) pipeline(n int, req func(i int) []any, got func(i int, r client.Reply) error) error {
 	if n == 0 {
 		return nil
@@ -85,16 +88,15 @@ func (ns *namespace) pipeline(n int, req func(i int) []any, got func(i int, r cl
 	for i := range todo {
 		todo[i] = i
 	}
-	transportRetry := false
+	deadline := time.Now().Add(reconnectWindow)
 	for len(todo) > 0 {
 		c, err := ns.get()
 		if err != nil {
-			if !transportRetry {
-				transportRetry = true
-				time.Sleep(100 * time.Millisecond)
-				continue
+			if time.Now().After(deadline) {
+				return err
 			}
-			return err
+			time.Sleep(200 * time.Millisecond)
+			continue
 		}
 		var locked []int
 		err = func() error {
@@ -129,12 +131,15 @@ func (ns *namespace) pipeline(n int, req func(i int) []any, got func(i int, r cl
 			return nil
 		}()
 		if isTransport(err) {
+			// zdb went away (restart?): drop every pooled connection and
+			// resend on a new one; SETs of ids and GETs are idempotent
 			c.Close()
-			if transportRetry {
+			ns.close()
+			if time.Now().After(deadline) {
 				return err
 			}
-			transportRetry = true
-			continue // resend everything; SETs of ids are idempotent
+			time.Sleep(100 * time.Millisecond)
+			continue
 		}
 		ns.put(c)
 		if err != nil {
