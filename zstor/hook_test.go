@@ -104,6 +104,7 @@ func TestHookArchiveEvictRestore(t *testing.T) {
 	cfg := cl.Config(2, 4, 0, 0)
 	cfg.Socket = filepath.Join(dir, "zstor.sock")
 	cfg.PidFile = filepath.Join(dir, "zstor.pid")
+	cfg.Root = vol // keys relative to the volume: restorable on another state root
 	cfg.ZdbDataDirPath = filepath.Join(vol, "data", "zdbfs-data")
 	cfg.MaxZdbDataDirSize = 2 // MiB
 	cfgPath := filepath.Join(dir, "zstor.toml")
@@ -177,10 +178,22 @@ func TestHookArchiveEvictRestore(t *testing.T) {
 		return true
 	})
 
-	// Disaster: all local state gone; the same config restores it.
+	// Disaster: all local state and the daemon gone; the same config on a
+	// new state root (a new host) restores it.
+	m.cmd.Process.Signal(syscall.SIGTERM)
+	<-m.done
 	if err := os.RemoveAll(vol); err != nil {
 		t.Fatal(err)
 	}
+	vol = filepath.Join(dir, "newroot", "vol")
+	cfg.Root = vol
+	cfg.ZdbDataDirPath = filepath.Join(vol, "data", "zdbfs-data")
+	cfg.Socket = filepath.Join(dir, "newroot", "zstor.sock")
+	cfg.PidFile = filepath.Join(dir, "newroot", "zstor.pid")
+	cfgPath = filepath.Join(dir, "newroot.toml")
+	writeConfig(t, cfgPath, cfg)
+	m = startMonitor(t, cfgPath, cfg.Socket)
+	env = []string{"QSFS_ZSTOR_CONFIG=" + cfgPath, "QSFS_ZDB_INDEX=" + filepath.Join(vol, "index"), "QSFS_ZDB_DATA=" + filepath.Join(vol, "data")}
 	z2 := startLocalZdb(t, vol, hook, port, env)
 	if !strings.Contains(z2.out.String(), "qsfs restore:") {
 		t.Errorf("no restore progress shown: %s", z2.out.String())

@@ -3,6 +3,7 @@ package meta
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -45,8 +46,20 @@ func NewStore(cfg *config.Config, pool *backend.Pool) (*Store, error) {
 	return &Store{Backends: cfg.Meta.Config.Backends, Prefix: cfg.Meta.Config.Prefix, Root: cfg.Root, key: key, pool: pool}, nil
 }
 
-// KeyFor returns the metadata key of a stored file path.
-func (s *Store) KeyFor(path string) (string, error) { return ObjectKey(s.Prefix, path, s.Root) }
+// KeyFor returns the metadata key of a stored file path. A path that is
+// not lexically under root is also tried against root with symlinks
+// resolved (stored paths have their directory canonicalized).
+func (s *Store) KeyFor(path string) (string, error) {
+	k, err := ObjectKey(s.Prefix, path, s.Root)
+	if err != nil && s.Root != "" {
+		if real, rerr := filepath.EvalSymlinks(s.Root); rerr == nil && real != s.Root {
+			if k2, err2 := ObjectKey(s.Prefix, path, real); err2 == nil {
+				return k2, nil
+			}
+		}
+	}
+	return k, err
+}
 
 func (s *Store) each(fn func(i int, c *backend.Conn) error) []error {
 	errs := make([]error, len(s.Backends))
