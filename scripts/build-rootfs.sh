@@ -46,6 +46,6 @@ copy_with_libs "$xtdir"/*.so
 # Official-program names dispatch to the same binary.
 for p in zdb zdbfs zstor hook; do ln -sf /qsfs "$root/usr/bin/$p"; done
 # A file that differs per build: dockerd refuses a byte-identical rootfs.
-date -u +%Y-%m-%dT%H:%M:%SZ > "$root/.build"
+echo "$(date -u +%Y-%m-%dT%H:%M:%S.%NZ) $$ $RANDOM" > "$root/.build"
 cp config.json "$out/config.json"
 echo "build-rootfs: $out ($(du -sh "$root" | cut -f1))"

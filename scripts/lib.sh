@@ -107,12 +107,14 @@ qsfs_backends_stop() {
 # qsfs_plugin_install NAME [KEY=VALUE...]: builds the plugin directory from
 # $QSFS_BIN, creates the managed plugin NAME on the private dockerd with its
 # state and secrets under $QW, applies the settings and enables it.
+# The state directory is ${PLUGIN_STATE:-$QW/state}.
 qsfs_plugin_install() {
   local name=$1; shift
-  "$QSFS_ROOT/scripts/build-rootfs.sh" "$QSFS_BIN" "$QW/plugin" >/dev/null
-  mkdir -p "$QW/state" "$QW/secrets" /run/netns
-  D plugin create "$name" "$QW/plugin" >/dev/null
-  D plugin set "$name" state.source="$QW/state" secrets.source="$QW/secrets" "$@"
+  local state=${PLUGIN_STATE:-$QW/state}
+  "$QSFS_ROOT/scripts/build-rootfs.sh" "$QSFS_BIN" "$QW/plugin-$name" >/dev/null
+  mkdir -p "$state" "$QW/secrets" /run/netns
+  D plugin create "$name" "$QW/plugin-$name" >/dev/null
+  D plugin set "$name" state.source="$state" secrets.source="$QW/secrets" "$@"
   D plugin enable "$name" >/dev/null
 }
 

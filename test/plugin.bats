@@ -1,0 +1,232 @@
+#!/usr/bin/env bats
+# End to end through the managed plugin, on a private dockerd started here:
+# create/inspect/ls, bad options, shared data, container restarts, docker cp,
+# a failing Mount, an archived volume with local backends (uploads, status,
+# update), rm + create while the old volume drains, metrics, plugin
+# disable/enable, a dockerd restart, and compose with driver_opts.
+
+load helpers
+
+setup_file() {
+  need_root_tools dockerd redis-cli curl
+  new_workdir docker
+  export DNAME="qsfs-bats-$$"
+  export PORT=$((21000 + $$ % 8000))
+  export METRICS="127.0.0.1:$((PORT + 90))"
+  qsfs_backends_start "$PORT"
+  qsfs_dockerd_start "$DNAME"
+  qsfs_busybox_image
+  mkdir -p "$QW/secrets"
+  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$QW/secrets/k.key"
+  chmod 600 "$QW/secrets/k.key"
+  qsfs_plugin_install qsfs QSFS_METRICS_ADDR="$METRICS" \
+    QSFS_SUBNET4="100.125.$(($$ % 250)).0/24" QSFS_SUBNET6="fd8c:5f0e:$(printf %x $((0x9b00 + $$ % 250)))::/48"
+}
+
+teardown_file() {
+  cleanup_all
+}
+
+teardown() {
+  [ -n "$BATS_TEST_COMPLETED" ] || dump_logs
+}
+
+@test "create, inspect and ls a volume; create again is a no-op" {
+  run D volume create -d qsfs v1
+  [ "$status" -eq 0 ]
+  run D volume ls --format '{{.Name}} {{.Driver}}'
+  [[ "$output" == *"v1 qsfs:latest"* ]]
+  [ "$(vstatus v1 state)" = created ]
+  id=$(vstatus v1 id)
+  [[ "$id" =~ ^[0-9a-f]{16}$ ]]
+  run D volume inspect v1
+  [[ "$output" == *'"cache": "10GiB"'* ]]
+  [[ "$output" == *'"backends": "none (local only)"'* ]]
+  D volume create -d qsfs v1
+  [ "$(vstatus v1 id)" = "$id" ]
+  [ -f "$QW/state/volumes/v1/volume.json" ]
+  [ "$(stat -c %a "$QW/state/volumes/v1/volume.json")" = 600 ]
+}
+
+@test "bad -o values are refused, naming the key and the fix; nothing is written" {
+  run D volume create -d qsfs -o colour=blue bad1
+  [ "$status" -ne 0 ]
+  [[ "$output" == *'option "colour"'*'remove it'* ]]
+  run D volume create -d qsfs -o cache=lots bad2
+  [ "$status" -ne 0 ]
+  [[ "$output" == *'option "cache"'*'cache=10G'* ]]
+  run D volume create -d qsfs -o groups=zdb.example.com:9900/ns -o meta="$QSFS_META" -o minimal_shards=1 -o expected_shards=1 -o key_file=k.key bad3
+  [ "$status" -ne 0 ]
+  [[ "$output" == *'option "groups"'*'IP literal'* ]]
+  run D volume create -d qsfs -o groups="$QSFS_GROUPS" -o meta="$QSFS_META" -o minimal_shards=3 -o expected_shards=2 -o key_file=k.key bad4
+  [ "$status" -ne 0 ]
+  [[ "$output" == *'option "expected_shards"'* ]]
+  run D volume create -d qsfs -o groups="$QSFS_GROUPS" -o meta="$QSFS_META" -o minimal_shards=2 -o expected_shards=4 bad5
+  [ "$status" -ne 0 ]
+  [[ "$output" == *'option "encryption_key"'*'key_file'* ]]
+  run D volume create -d qsfs -o key_file=../../etc/shadow bad6
+  [ "$status" -ne 0 ]
+  [[ "$output" == *'option "key_file"'* ]]
+  run D volume create -d qsfs 'a..b'
+  [ "$status" -ne 0 ]
+  [[ "$output" == *invalid* ]]
+  run D volume ls -q
+  [[ "$output" != *bad* ]]
+  run ls "$QW/state/volumes"
+  [[ "$output" != *bad* ]]
+}
+
+@test "two containers share data, kept across container restarts" {
+  D volume create -d qsfs shared
+  D run -d --name w1 -v shared:/data busybox:local sh -c 'echo one > /data/f; sleep 600'
+  wait_for 20 D exec w1 cat /data/f
+  run D run --rm -v shared:/data busybox:local cat /data/f
+  [ "$output" = one ]
+  [ "$(vstatus shared state)" = mounted ]
+  [ "$(vstatus shared mounts)" = 1 ]
+  D exec w1 sh -c 'echo two >> /data/f'
+  D restart -t 1 w1
+  run D exec w1 cat /data/f
+  [ "${lines[0]}" = one ] && [ "${lines[1]}" = two ]
+  D rm -f w1
+  [ "$(vstatus shared mounts)" = 0 ]
+  [ "$(vstatus shared state)" = stopped ]
+  run D run --rm --user 1000:1000 -v shared:/data busybox:local cat /data/f
+  [ "${lines[1]}" = two ]
+}
+
+@test "docker cp into a running container counts the mount ID twice" {
+  D volume create -d qsfs cpv
+  D run -d --name c1 -v cpv:/data busybox:local sleep 600
+  echo copied >"$QW/cpfile"
+  D cp "$QW/cpfile" c1:/data/cpfile
+  run D exec c1 cat /data/cpfile
+  [ "$output" = copied ]
+  [ "$(vstatus cpv mounts)" = 1 ]
+  [ "$(vstatus cpv state)" = mounted ]
+  D rm -f c1
+  [ "$(vstatus cpv mounts)" = 0 ]
+}
+
+@test "a failing Mount returns the process's output and leaves nothing behind" {
+  PLUGIN_STATE="$QW/state-broken" qsfs_plugin_install qsfsbroken QSFS_ZDBFS=/usr/sbin/ip QSFS_METRICS_ADDR= \
+    QSFS_SUBNET4="100.124.$(($$ % 250)).0/24"
+  D volume create -d qsfsbroken fv
+  id=$(vstatus fv id)
+  run D run --rm -v fv:/data busybox:local true
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"VolumeDriver.Mount"*"zdbfs exited"*"last output of zdbfs"* ]]
+  [ "$(vstatus fv state)" = failed ]
+  [ "$(vstatus fv mounts)" = 0 ]
+  pm="$QW/data/plugins/$(qsfs_plugin_id qsfsbroken)/propagated-mount"
+  run ls -A "$pm"
+  [ -z "$output" ]
+  run ip netns list
+  [[ "$output" != *"$id"* ]]
+  [ ! -e "$QW/state-broken/data/$id" ]
+  run pgrep -f "$QW/state-broken/data/$id"
+  [ "$status" -ne 0 ]
+  D volume rm fv
+  D plugin disable -f qsfsbroken
+  D plugin rm -f qsfsbroken
+}
+
+@test "archived volume: uploads to its backends, status and update over the socket" {
+  D volume create -d qsfs -o groups="$QSFS_GROUPS" -o meta="$QSFS_META" -o minimal_shards=2 \
+    -o expected_shards=4 -o key_file=k.key -o rotate=2 arch
+  D run --rm -v arch:/data busybox:local sh -c 'dd if=/dev/urandom of=/data/blob bs=1M count=4 2>/dev/null; md5sum /data/blob > /data/md5'
+  sock=$(plugin_sock qsfs)
+  uploaded() { "$QSFS_BIN" volume status arch --socket "$sock" | awk '$1=="TX" && $2 > 4000000 {ok=1} END {exit !ok}'; }
+  wait_for 60 uploaded
+  run "$QSFS_BIN" volume status arch --socket "$sock"
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"NAMESPACE      qfs-ns-"* ]]
+  [[ "$output" == *"SHARDS         2/4"* ]]
+  [[ "$output" != *"$(cat "$QW/secrets/k.key")"* ]]
+  run "$QSFS_BIN" volume update arch -o expected_shards=3 --socket "$sock"
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"SIGUSR1"* ]]
+  run "$QSFS_BIN" volume update arch -o bogus=1 --socket "$sock"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *'option "bogus"'* ]]
+  run D run --rm -v arch:/data busybox:local md5sum -c /data/md5
+  [ "$status" -eq 0 ]
+  run curl -s "http://$METRICS/metrics"
+  [[ "$output" == *'qsfs_volume_network_transmit_bytes_total{name="arch"'* ]]
+  [[ "$output" == *'qsfs_zstor_zstore_store_commands_finished{name="arch"'* ]]
+  [[ "$output" == *'qsfs_volume_state{name="arch"'* ]]
+}
+
+@test "rm then create of the same name while the old volume drains" {
+  old=$(vstatus arch id)
+  [ "$(vstatus arch state)" = idle ]
+  D volume rm arch
+  [ -f "$QW/state/tombstones/$old.json" ]
+  run D volume ls -q
+  [[ "$output" != *arch* ]]
+  D volume create -d qsfs arch
+  new=$(vstatus arch id)
+  [ "$new" != "$old" ]
+  run D run --rm -v arch:/data busybox:local ls -A /data
+  [ "$status" -eq 0 ]
+  [ -z "$output" ]
+  run "$QSFS_BIN" volume update arch -o cache=2G --socket "$(plugin_sock qsfs)"
+  [ "$status" -eq 0 ]
+  ip netns list | grep -q "qfs-ns-$old"
+}
+
+@test "data survives plugin disable and enable" {
+  D volume create -d qsfs pd
+  D run --rm -v pd:/data busybox:local sh -c 'echo before > /data/f'
+  D plugin disable -f qsfs
+  D plugin enable qsfs
+  run D run --rm -v pd:/data busybox:local cat /data/f
+  [ "$output" = before ]
+}
+
+@test "data survives a dockerd restart (the plugin is re-enabled)" {
+  D volume create -d qsfs dr
+  D run --rm -v dr:/data busybox:local sh -c 'echo kept > /data/f'
+  qsfs_dockerd_stop
+  qsfs_dockerd_start "$DNAME"
+  wait_for 30 D volume inspect dr
+  run D run --rm -v dr:/data busybox:local cat /data/f
+  [ "$output" = kept ]
+  run D volume ls -q
+  [[ "$output" == *shared* ]]
+}
+
+@test "compose with driver_opts" {
+  command -v docker-compose >/dev/null || skip "needs docker-compose"
+  mkdir -p "$QW/compose"
+  cat >"$QW/compose/docker-compose.yml" <<'EOF'
+version: "3.7"
+services:
+  app:
+    image: busybox:local
+    command: sh -c 'echo from-compose >> /data/log && cat /data/log'
+    volumes:
+      - data:/data
+volumes:
+  data:
+    driver: qsfs:latest   # the name Docker reports; plain "qsfs" makes compose refuse a second up
+    driver_opts:
+      cache: "1G"
+      rotate: "5m"
+EOF
+  cd "$QW/compose"
+  export DOCKER_HOST="unix://$QW/docker.sock"
+  run docker-compose -p qb up --abort-on-container-exit
+  [ "$status" -eq 0 ]
+  [[ "$output" == *from-compose* ]]
+  [ "$(vstatus qb_data state)" = stopped ]
+  run D volume inspect qb_data
+  [[ "$output" == *'"cache": "1GiB"'* ]]
+  run docker-compose -p qb up --abort-on-container-exit
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"from-compose"*"from-compose"* ]]
+  run docker-compose -p qb down -v
+  [ "$status" -eq 0 ]
+  run D volume ls -q
+  [[ "$output" != *qb_data* ]]
+}
