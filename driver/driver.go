@@ -423,8 +423,11 @@ func (d *Driver) Unmount(req *volume.UnmountRequest) error {
 	return errors.Join(saveErr, d.stopStack(v, false))
 }
 
-// stopStack stops the filesystem; the base stays up while zstor runs
-// (uploads continue; the state is idle) unless all is set. Called under v.op.
+// stopStack stops the filesystem. The base (namespace, and zstor if any)
+// stays up, state idle, so uploads continue and the next Mount is quick;
+// the idle watch stops it once uploads are quiet. Without isolation and
+// without zstor nothing is left to keep. all stops everything. Called under
+// v.op.
 func (d *Driver) stopStack(v *vol, all bool) error {
 	v.mu.Lock()
 	st := v.stack
@@ -435,7 +438,7 @@ func (d *Driver) stopStack(v *vol, all bool) error {
 	}
 	v.setState(StateStopping, "")
 	err := st.stopFS()
-	if all || !st.ZstorRunning() {
+	if all || (!st.ZstorRunning() && !d.iso.Enabled()) {
 		err = errors.Join(err, st.stopBase(d.cfg.DrainTimeout, true))
 		v.mu.Lock()
 		v.stack = nil

@@ -436,3 +436,48 @@ func TestTombstoneAndReaper(t *testing.T) {
 		t.Errorf("new volume: %+v %v", g, err)
 	}
 }
+
+func TestIdleStackStopsWhenQuiet(t *testing.T) {
+	requireFUSE(t)
+	e := newEnv(t)
+	iso := &fakeIsolation{torn: make(chan string, 4)}
+	e.cfg.Isolation = iso
+	e.cfg.Reaper = ReaperConfig{CheckPeriod: 200 * time.Millisecond, UploadLimit: 1 << 20}
+	d := e.driver(t)
+	if err := d.Create(&volume.CreateRequest{Name: "iv"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Mount(&volume.MountRequest{Name: "iv", ID: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Unmount(&volume.UnmountRequest{Name: "iv", ID: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := d.VolumeStatus("iv"); st.State != StateIdle {
+		t.Fatalf("after unmount: %s, want idle", st.State)
+	}
+	d.Restore() // starts the idle watch
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, _ := d.VolumeStatus("iv")
+		if st.State == StateStopped {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("idle stack not stopped: %+v", st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	select {
+	case <-iso.torn:
+	default:
+		t.Error("namespace of the idle volume not torn down")
+	}
+	// It mounts again from stopped.
+	if _, err := d.Mount(&volume.MountRequest{Name: "iv", ID: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Unmount(&volume.UnmountRequest{Name: "iv", ID: "b"}); err != nil {
+		t.Fatal(err)
+	}
+}

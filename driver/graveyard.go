@@ -212,14 +212,15 @@ func (g *graveyard) watchIdle(ctx context.Context) {
 				g.mu.Unlock()
 				continue
 			}
+			// First sight: take a sample. Later: quiet when less than the
+			// limit went out since, or when the counters cannot be read (a
+			// volume without backends has none).
 			c, err := g.d.iso.Counters(r.ID)
 			g.mu.Lock()
 			last, sampled := g.idle[r.ID]
-			if err == nil {
-				g.idle[r.ID] = c.TxBytes
-			}
+			g.idle[r.ID] = c.TxBytes
 			g.mu.Unlock()
-			if !sampled || (err == nil && c.TxBytes-last >= limit && c.TxBytes >= last) {
+			if !sampled || (err == nil && c.TxBytes >= last && c.TxBytes-last >= limit) {
 				continue
 			}
 			if !v.op.TryLock() {

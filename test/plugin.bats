@@ -90,7 +90,7 @@ teardown() {
   [ "${lines[0]}" = one ] && [ "${lines[1]}" = two ]
   D rm -f w1
   [ "$(vstatus shared mounts)" = 0 ]
-  [ "$(vstatus shared state)" = stopped ]
+  [ "$(vstatus shared state)" = idle ]
   run D run --rm --user 1000:1000 -v shared:/data busybox:local cat /data/f
   [ "${lines[1]}" = two ]
 }
@@ -219,7 +219,7 @@ EOF
   run docker-compose -p qb up --abort-on-container-exit
   [ "$status" -eq 0 ]
   [[ "$output" == *from-compose* ]]
-  [ "$(vstatus qb_data state)" = stopped ]
+  [ "$(vstatus qb_data state)" = idle ]
   run D volume inspect qb_data
   [[ "$output" == *'"cache": "1GiB"'* ]]
   run docker-compose -p qb up --abort-on-container-exit

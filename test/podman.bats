@@ -64,7 +64,7 @@ teardown() {
   [ "$status" -eq 0 ]
   [ "$output" = from-podman ]
   run P volume inspect pv1
-  [[ "$output" == *'"state": "stopped"'* ]]
+  [[ "$output" == *'"state": "idle"'* ]]
   [[ "$output" == *'"cache": "2GiB"'* ]]
 }
 
