@@ -10,6 +10,7 @@ package backend
 import (
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"time"
 
@@ -22,6 +23,10 @@ const MaxChunk = 2 << 20
 
 // Timeout bounds every round trip (ZDB_TIMEOUT).
 const Timeout = 30 * time.Second
+
+// ConnectTimeout bounds establishing a connection, shorter than Timeout so
+// a dead backend is skipped quickly.
+const ConnectTimeout = 10 * time.Second
 
 // Mode is a namespace mode as NSINFO reports it.
 type Mode string
@@ -50,10 +55,12 @@ func Dial(b config.Backend, want Mode, timeout time.Duration) (*Conn, error) {
 	if timeout <= 0 {
 		timeout = Timeout
 	}
-	c, err := client.Dial("tcp", ap.String(), timeout)
+	d := net.Dialer{Timeout: min(timeout, ConnectTimeout)}
+	nc, err := d.Dial("tcp", ap.String())
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("dial zdb %s: %w", ap, err)
 	}
+	c := client.NewConn(nc, timeout)
 	conn := &Conn{Backend: b, c: c}
 	if err := c.Ping(); err != nil {
 		c.Close()

@@ -35,6 +35,7 @@ var ErrNotFound = errors.New("no metadata found for file")
 type Health interface {
 	Writable(b config.Backend) bool
 	Readable(b config.Backend) bool
+	Healthy(b config.Backend) bool // reachable at the last probe
 }
 
 // Engine performs object operations with one configuration at a time.
@@ -147,6 +148,7 @@ func OutputPath(cfg *config.Config, file string) string {
 
 func (e *Engine) writable(b config.Backend) bool { return e.Health == nil || e.Health.Writable(b) }
 func (e *Engine) readable(b config.Backend) bool { return e.Health == nil || e.Health.Readable(b) }
+func (e *Engine) healthy(b config.Backend) bool  { return e.Health == nil || e.Health.Healthy(b) }
 
 // inConfig reports whether b is one of cfg's data backends.
 func inConfig(cfg *config.Config, b config.Backend) bool {

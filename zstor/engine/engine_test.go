@@ -148,6 +148,7 @@ type fakeHealth map[string]bool
 
 func (f fakeHealth) Writable(b config.Backend) bool { return !f[meta.BackendID(b)] }
 func (f fakeHealth) Readable(b config.Backend) bool { return !f[meta.BackendID(b)] }
+func (f fakeHealth) Healthy(b config.Backend) bool  { return !f[meta.BackendID(b)] }
 
 func TestStoreSkipsUnreachableBackend(t *testing.T) {
 	cl := zdbtest.StartCluster(t, 3, 2)

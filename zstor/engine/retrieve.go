@@ -132,11 +132,22 @@ func (e *Engine) fetchShards(md *meta.MetaData, all bool) ([][]byte, error) {
 		}
 		wg.Wait()
 	}
-	var first []int
-	for i := 0; i < n; i++ {
-		if all || i < md.DataShards {
-			first = append(first, i)
+	// First round: data shards on healthy backends, topped up with
+	// parity shards on healthy backends; shards on backends the monitor
+	// saw down come last.
+	var order []int
+	for pass := 0; pass < 2; pass++ {
+		for i := 0; i < n; i++ {
+			if e.healthy(md.Shards[i].Backend) == (pass == 0) {
+				order = append(order, i)
+			}
 		}
+	}
+	var first []int
+	if all {
+		first = order
+	} else {
+		first = order[:md.DataShards]
 	}
 	fetch(first)
 	next := len(first)
@@ -161,7 +172,7 @@ func (e *Engine) fetchShards(md *meta.MetaData, all bool) ([][]byte, error) {
 		}
 		var more []int
 		for ; next < n && len(more) < md.DataShards-have; next++ {
-			more = append(more, next)
+			more = append(more, order[next])
 		}
 		fetch(more)
 	}

@@ -154,31 +154,61 @@ func (s *Store) Set(key string, plain []byte) error {
 	return nil
 }
 
-// Get reads a raw value; nil, nil when the key does not exist. Two
-// reachable backends with valid shards are enough.
+// Get reads a raw value; nil, nil when the key does not exist. It returns
+// as soon as 2 valid shards decode and authenticate, so one slow or dead
+// metadata backend does not delay reads.
 func (s *Store) Get(key string) ([]byte, error) {
+	type result struct {
+		i   int
+		v   []byte
+		err error
+	}
+	ch := make(chan result, len(s.Backends))
+	for i, b := range s.Backends {
+		go func() {
+			c, err := s.pool.Get(b, backend.UserKey)
+			if err != nil {
+				ch <- result{i, nil, err}
+				return
+			}
+			v, err := c.Get([]byte(key))
+			s.pool.Put(c, backend.UserKey)
+			ch <- result{i, v, err}
+		}()
+	}
 	vals := make([][]byte, len(s.Backends))
-	errs := s.each(func(i int, c *backend.Conn) error {
-		v, err := c.Get([]byte(key))
-		vals[i] = v
-		return err
-	})
-	failed := 0
-	var last error
-	for _, e := range errs {
-		if e != nil {
+	failed, present := 0, 0
+	var last, decodeErr error
+	for n := 0; n < len(s.Backends); n++ {
+		r := <-ch
+		if r.err != nil {
 			failed++
-			last = e
+			last = r.err
+			continue
+		}
+		if r.v == nil {
+			continue
+		}
+		vals[r.i] = r.v
+		present++
+		if present >= metaData {
+			v, err := DecodeValue(s.key, vals)
+			if err == nil && v != nil {
+				return v, nil
+			}
+			decodeErr = err
 		}
 	}
 	if failed > metaParity {
-		return nil, fmt.Errorf("metadata read %s: %d of %d backends failed: %w", key, failed, len(errs), last)
+		return nil, fmt.Errorf("metadata read %s: %d of %d backends failed: %w", key, failed, len(s.Backends), last)
 	}
-	v, err := DecodeValue(s.key, vals)
-	if err != nil {
-		return nil, fmt.Errorf("metadata read %s: %w", key, err)
+	if present == 0 {
+		return nil, nil
 	}
-	return v, nil
+	if decodeErr == nil {
+		decodeErr = fmt.Errorf("only %d shard(s) found", present)
+	}
+	return nil, fmt.Errorf("metadata read %s: %w", key, decodeErr)
 }
 
 // Delete removes key from all backends.

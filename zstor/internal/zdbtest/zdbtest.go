@@ -35,6 +35,8 @@ const (
 type Zdb struct {
 	Port int
 	Dir  string
+	NS   string // network namespace ("" = host)
+	Host string // listen and dial address ("" = 127.0.0.1)
 	t    testing.TB
 	cmd  *exec.Cmd
 	out  *syncBuf
@@ -81,15 +83,28 @@ func Start(t testing.TB) *Zdb {
 }
 
 // Addr is the backend's address.
-func (z *Zdb) Addr() string { return "127.0.0.1:" + strconv.Itoa(z.Port) }
+func (z *Zdb) Addr() string {
+	if z.Host != "" {
+		return net.JoinHostPort(z.Host, strconv.Itoa(z.Port))
+	}
+	return "127.0.0.1:" + strconv.Itoa(z.Port)
+}
 
 // Start (re)starts the process on the same port and directory.
 func (z *Zdb) Start() {
 	t := z.t
 	t.Helper()
 	z.out = &syncBuf{}
-	z.cmd = exec.Command(testbin.Path(t), "zdb", "--listen", "127.0.0.1", "--port", strconv.Itoa(z.Port),
-		"--data", filepath.Join(z.Dir, "data"), "--index", filepath.Join(z.Dir, "index"))
+	listen := "127.0.0.1"
+	if z.Host != "" {
+		listen = z.Host
+	}
+	args := []string{testbin.Path(t), "zdb", "--listen", listen, "--port", strconv.Itoa(z.Port),
+		"--data", filepath.Join(z.Dir, "data"), "--index", filepath.Join(z.Dir, "index")}
+	if z.NS != "" {
+		args = append([]string{"ip", "netns", "exec", z.NS}, args...)
+	}
+	z.cmd = exec.Command(args[0], args[1:]...)
 	z.cmd.Stdout, z.cmd.Stderr = z.out, z.out
 	z.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := z.cmd.Start(); err != nil {
