@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -55,6 +56,7 @@ type daemon struct {
 	stop      chan struct{}
 	repairNow chan struct{}
 	verified  evictCache
+	active    atomic.Int64 // blocking commands in progress
 }
 
 // StatusFile is where the daemon publishes its queue for `zstor status`.
@@ -98,6 +100,9 @@ func runDaemon(cfgPath string, cfg *config.Config, log *logrus.Entry) error {
 		reg.MustRegister(metricStore, metricRetrieve, metricRebuild, metricCheck, newCollector(d))
 		srv := &http.Server{Addr: fmt.Sprintf("[::]:%d", cfg.PrometheusPort), Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}
 		mln, err := net.Listen("tcp", srv.Addr)
+		if err != nil { // no IPv6 in this namespace
+			mln, err = net.Listen("tcp", fmt.Sprintf("0.0.0.0:%d", cfg.PrometheusPort))
+		}
 		if err != nil {
 			ln.Close()
 			return fmt.Errorf("metrics listener on port %d: %w", cfg.PrometheusPort, err)
@@ -128,7 +133,7 @@ func runDaemon(cfgPath string, cfg *config.Config, log *logrus.Entry) error {
 	log.Info("stopping: waiting for queued uploads (signal again to exit now)")
 	drained := make(chan struct{})
 	go func() {
-		for !d.queue.idle() {
+		for !d.queue.idle() || d.active.Load() > 0 {
 			time.Sleep(100 * time.Millisecond)
 		}
 		close(drained)
@@ -211,6 +216,8 @@ func (d *daemon) submit(cmd *proto.Command) *proto.Response {
 		d.queue.push(&job{cmd: cmd, prio: 1})
 		return &proto.Response{Kind: proto.Success}
 	}
+	d.active.Add(1)
+	defer d.active.Add(-1)
 	d.blockSem <- struct{}{}
 	defer func() { <-d.blockSem }()
 	return execute(d.eng, cmd, d.log)
