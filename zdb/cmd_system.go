@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -101,6 +102,7 @@ func cmdInfo(c *session, _ [][]byte) {
 
 // waitRegistry holds clients blocked in WAIT.
 type waitRegistry struct {
+	count   atomic.Int32 // fast path: no waiter, no lock
 	mu      sync.Mutex
 	waiters map[*waiter]struct{}
 }
@@ -118,6 +120,7 @@ func (w *waitRegistry) add(ns *Namespace, cmd string) *waiter {
 		w.waiters = make(map[*waiter]struct{})
 	}
 	w.waiters[wt] = struct{}{}
+	w.count.Store(int32(len(w.waiters)))
 	w.mu.Unlock()
 	return wt
 }
@@ -125,11 +128,15 @@ func (w *waitRegistry) add(ns *Namespace, cmd string) *waiter {
 func (w *waitRegistry) remove(wt *waiter) {
 	w.mu.Lock()
 	delete(w.waiters, wt)
+	w.count.Store(int32(len(w.waiters)))
 	w.mu.Unlock()
 }
 
 // notify wakes the waiters of ns watching cmd.
 func (w *waitRegistry) notify(ns *Namespace, cmd string) {
+	if w.count.Load() == 0 {
+		return
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for wt := range w.waiters {
@@ -141,6 +148,7 @@ func (w *waitRegistry) notify(ns *Namespace, cmd string) {
 			delete(w.waiters, wt)
 		}
 	}
+	w.count.Store(int32(len(w.waiters)))
 }
 
 func cmdWait(c *session, args [][]byte) {

@@ -63,11 +63,25 @@ func init() {
 func lookupCommand(name []byte) *command {
 	for i := range commandTable {
 		c := &commandTable[i]
-		if len(name) <= len(c.name) && strings.EqualFold(string(name), c.name[:len(name)]) {
+		if len(name) <= len(c.name) && prefixFold(name, c.name) {
 			return c
 		}
 	}
 	return nil
+}
+
+// prefixFold reports whether name case-insensitively equals the start of
+// upper (an upper-case ASCII command name), without allocating.
+func prefixFold(name []byte, upper string) bool {
+	for i, b := range name {
+		if 'a' <= b && b <= 'z' {
+			b -= 'a' - 'A'
+		}
+		if b != upper[i] {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *session) dispatch(args [][]byte) {
