@@ -49,7 +49,7 @@ cleanup_all() {
   fi
   qsfs_backends_stop
   local f
-  for f in "$QW"/*.plugin.pid; do
+  for f in "$QW"/*.plugin.pid "$QW"/*.daemon.pid; do
     [ -e "$f" ] || continue
     kill -TERM "$(cat "$f")" 2>/dev/null || true
     sleep 1

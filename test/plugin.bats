@@ -78,7 +78,7 @@ teardown() {
 
 @test "two containers share data, kept across container restarts" {
   D volume create -d qsfs shared
-  D run -d --name w1 -v shared:/data busybox:local sh -c 'echo one > /data/f; sleep 600'
+  D run -d --name w1 -v shared:/data busybox:local sh -c '[ -e /data/f ] || echo one > /data/f; sleep 600'
   wait_for 20 D exec w1 cat /data/f
   run D run --rm -v shared:/data busybox:local cat /data/f
   [ "$output" = one ]
@@ -86,6 +86,7 @@ teardown() {
   [ "$(vstatus shared mounts)" = 1 ]
   D exec w1 sh -c 'echo two >> /data/f'
   D restart -t 1 w1
+  wait_for 20 D exec w1 cat /data/f
   run D exec w1 cat /data/f
   [ "${lines[0]}" = one ] && [ "${lines[1]}" = two ]
   D rm -f w1
@@ -155,6 +156,26 @@ teardown() {
   [[ "$output" == *'qsfs_volume_network_transmit_bytes_total{name="arch"'* ]]
   [[ "$output" == *'qsfs_zstor_zstore_store_commands_finished{name="arch"'* ]]
   [[ "$output" == *'qsfs_volume_state{name="arch"'* ]]
+}
+
+@test "Debian's prometheus scrapes the metrics endpoint; per-volume series are queried" {
+  command -v prometheus >/dev/null || skip "needs prometheus"
+  pport=$((PORT + 91))
+  mkdir -p "$QW/prom"
+  printf 'global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: qsfs\n    static_configs:\n      - targets: ["%s"]\n' \
+    "$METRICS" >"$QW/prom/prometheus.yml"
+  setsid prometheus --config.file="$QW/prom/prometheus.yml" --storage.tsdb.path="$QW/prom/data" \
+    --web.listen-address="127.0.0.1:$pport" >"$QW/prom/log" 2>&1 </dev/null &
+  echo $! >"$QW/prometheus.daemon.pid"
+  q() { curl -s "http://127.0.0.1:$pport/api/v1/query" --data-urlencode "query=$1"; }
+  has_series() { q "$1" | grep -q '"name":"arch"'; }
+  wait_for 60 has_series 'qsfs_volume_network_transmit_bytes_total{name="arch"} > 0'
+  run q 'qsfs_volume_state{name="arch"}'
+  [[ "$output" == *'"state":"idle"'* ]]
+  run q 'qsfs_zstor_connection_status{name="arch",backend_type="data"}'
+  [[ "$output" == *'"namespace":"d1"'* ]]
+  kill -TERM "$(cat "$QW/prometheus.daemon.pid")"
+  rm -f "$QW/prometheus.daemon.pid"
 }
 
 @test "rm then create of the same name while the old volume drains" {
