@@ -365,8 +365,15 @@ func (d *Driver) ensureMounted(v *vol) error {
 		d.log.WithField("volume", rec.Name).Warn("mount is gone; restarting the filesystem")
 		_ = st.stopFS()
 	}
-	fresh := st == nil
-	if fresh {
+	if st != nil && !st.FSUp() && st.spec.Archived() != st.ZstorRunning() && st.zstorNote == "" {
+		// Backends were added or removed since the base started: start over.
+		d.log.WithField("volume", rec.Name).Info("backends changed; restarting the volume's network and zstor")
+		if err := st.stopBase(d.cfg.DrainTimeout, true); err != nil {
+			d.log.WithError(err).WithField("volume", rec.Name).Warn("stop base")
+		}
+		st = nil
+	}
+	if st == nil {
 		st = d.newStack(rec)
 	}
 	v.mu.Lock()

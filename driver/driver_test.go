@@ -2,9 +2,11 @@ package driver
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -479,5 +481,49 @@ func TestIdleStackStopsWhenQuiet(t *testing.T) {
 	}
 	if err := d.Unmount(&volume.UnmountRequest{Name: "iv", ID: "b"}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestSupervisorRestartsDeadProcesses(t *testing.T) {
+	requireFUSE(t)
+	e := newEnv(t)
+	d := e.driver(t)
+	if err := d.Create(&volume.CreateRequest{Name: "sv"}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := d.Mount(&volume.MountRequest{Name: "sv", ID: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Unmount(&volume.UnmountRequest{Name: "sv", ID: "a"})
+	_, _, _, st := d.vols["sv"].snapshot()
+	for _, p := range []*Process{st.zdb, st.zdbfs} {
+		pid := p.Status().Pid
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			s := p.Status()
+			if s.Running && s.Pid != pid && s.Restarts == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not restarted: %+v", p.Name, s)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	// The restarted zdbfs serves the mountpoint again.
+	deadline := time.Now().Add(15 * time.Second)
+	for mounted(t, r.Mountpoint) != "fuse.zdbfs" {
+		if time.Now().After(deadline) {
+			t.Fatal("mount not back after zdbfs restart")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	g, _ := d.Get(&volume.GetRequest{Name: "sv"})
+	if !strings.Contains(fmt.Sprint(g.Volume.Status["processes"]), "1 restarts") {
+		t.Errorf("status does not show the restart: %v", g.Volume.Status["processes"])
 	}
 }

@@ -220,12 +220,16 @@ func (s *Stack) startFS(deadline time.Time) error {
 	if err := waitZdb(sock, zdb, deadline); err != nil {
 		return fmt.Errorf("zdb did not start: %w%s", err, lastLines(zdb))
 	}
-	opts := []string{"unix=" + sock, "allow_other", "size=" + strconv.FormatUint(s.spec.Cache, 10)}
-	if !namespacesExist(sock) {
-		opts = append(opts, "autons")
-	}
-	fsArgs := append(append([]string{}, s.d.cfg.Programs.Zdbfs[1:]...), "-o", strings.Join(opts, ","), s.mountpoint)
-	fs := newProcess("zdbfs", s.log, func() *exec.Cmd { return s.command(s.d.cfg.Programs.Zdbfs[0], fsArgs...) })
+	// autons only while the namespaces are missing (decided at each
+	// start): 0-db-fs 0.1.11 aborts when autons finds them.
+	fs := newProcess("zdbfs", s.log, func() *exec.Cmd {
+		opts := []string{"unix=" + sock, "allow_other", "size=" + strconv.FormatUint(s.spec.Cache, 10)}
+		if !namespacesExist(sock) {
+			opts = append(opts, "autons")
+		}
+		args := append(append([]string{}, s.d.cfg.Programs.Zdbfs[1:]...), "-o", strings.Join(opts, ","), s.mountpoint)
+		return s.command(s.d.cfg.Programs.Zdbfs[0], args...)
+	})
 	fs.beforeRun = s.detachStale
 	if err := fs.Start(); err != nil {
 		return err
