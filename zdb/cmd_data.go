@@ -44,6 +44,10 @@ func (c *session) readKey(key []byte, fn func(ns *Namespace, e *entry)) bool {
 	ns := c.ns
 	ns.mu.RLock()
 	defer ns.mu.RUnlock()
+	if ns.removed.Load() {
+		c.rw.err(string(errNSRemoved))
+		return false
+	}
 	if ns.frozen {
 		c.rw.err(string(errFrozen))
 		return false

@@ -89,6 +89,13 @@ func (p *zdbProc) start() {
 		close(p.done)
 	}()
 	t.Cleanup(p.kill)
+	out := p.out
+	t.Cleanup(func() {
+		// a -race build of qsfs (QSFS_BIN) reports races on its output
+		if strings.Contains(out.String(), "DATA RACE") || strings.Contains(out.String(), "panic:") {
+			t.Errorf("zdb reported a problem:\n%s", out)
+		}
+	})
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		c, err := net.DialTimeout("unix", p.sock, time.Second)

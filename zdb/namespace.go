@@ -538,19 +538,20 @@ func (ns *Namespace) liveLookup(key []byte) *entry {
 }
 
 // appendData writes one data entry at the end of the current data file and
-// returns its offset.
+// returns its offset. Header and key are gathered with the payload in one
+// pwritev(2), so the payload is not copied and the entry lands in one call.
 func (ns *Namespace) appendData(key, payload []byte, crc, ts uint32, flags uint8) (uint32, error) {
-	n := dataEntrySize + len(key) + len(payload)
-	if cap(ns.wbuf) < n {
-		ns.wbuf = make([]byte, n)
+	hn := dataEntrySize + len(key)
+	if cap(ns.wbuf) < hn {
+		ns.wbuf = make([]byte, dataEntrySize+maxKeyLength)
 	}
-	b := ns.wbuf[:n]
+	h := ns.wbuf[:hn]
 	de := dataEntry{idLength: uint8(len(key)), length: uint32(len(payload)), previous: ns.datPrev, crc: crc, flags: flags, timestamp: ts}
-	de.encode(b)
-	copy(b[dataEntrySize:], key)
-	copy(b[dataEntrySize+len(key):], payload)
+	de.encode(h)
+	copy(h[dataEntrySize:], key)
 	off := ns.datEnd
-	if _, err := ns.datW.WriteAt(b, off); err != nil {
+	n := hn + len(payload)
+	if err := pwriteAll(ns.datW, [][]byte{h, payload}, off); err != nil {
 		ns.stats.dataIOErrors.Add(1)
 		ns.stats.dataIOLast.Store(time.Now().Unix())
 		ns.store.stats.dataWriteFailed.Add(1)
@@ -560,6 +561,49 @@ func (ns *Namespace) appendData(key, payload []byte, crc, ts uint32, flags uint8
 	ns.datEnd += int64(n)
 	ns.datPrev = uint32(off)
 	return uint32(off), nil
+}
+
+// pwriteAll writes bufs at off with pwritev(2), finishing short writes.
+func pwriteAll(f *os.File, bufs [][]byte, off int64) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var werr error
+	cerr := rc.Write(func(fd uintptr) bool {
+		for len(bufs) > 0 {
+			n, err := unix.Pwritev(int(fd), bufs, off)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				werr = err
+				return true
+			}
+			if n == 0 {
+				werr = io.ErrShortWrite
+				return true
+			}
+			off += int64(n)
+			for n > 0 && len(bufs) > 0 {
+				if n >= len(bufs[0]) {
+					n -= len(bufs[0])
+					bufs = bufs[1:]
+				} else {
+					bufs[0] = bufs[0][n:]
+					n = 0
+				}
+			}
+			for len(bufs) > 0 && len(bufs[0]) == 0 {
+				bufs = bufs[1:]
+			}
+		}
+		return true
+	})
+	if cerr != nil {
+		return cerr
+	}
+	return werr
 }
 
 // appendIndex writes one index record at the end of the current index file.
@@ -711,6 +755,7 @@ const (
 	errKeyNotFound  = errReply("Key not found")
 	errWormDelete   = errReply("Cannot delete a key when namespace is in worm mode")
 	errCannotDelete = errReply("Cannot delete key")
+	errNSRemoved    = errReply("Your active namespace is not available anymore (probably removed).")
 )
 
 // Set stores value under key (user mode) or under a new or existing
@@ -719,6 +764,9 @@ const (
 func (ns *Namespace) Set(key, value []byte, ts uint32) ([]byte, error) {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
+	if ns.removed.Load() {
+		return nil, errNSRemoved
+	}
 	if ns.frozen {
 		return nil, errFrozen
 	}
@@ -881,6 +929,9 @@ func (ns *Namespace) slotPrevious(e *entry) uint32 {
 func (ns *Namespace) Del(key []byte, ts uint32) error {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
+	if ns.removed.Load() {
+		return errNSRemoved
+	}
 	if ns.frozen {
 		return errFrozen
 	}
