@@ -347,3 +347,28 @@ func SeqID(key []byte) (uint64, error) {
 	}
 	return id, nil
 }
+
+// Auth authenticates as admin with the plain AUTH command.
+func (c *Conn) Auth(password string) error {
+	if _, err := c.Do("AUTH", password); err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	return nil
+}
+
+// NSNew creates namespace ns (admin).
+func (c *Conn) NSNew(ns string) error {
+	if _, err := c.Do("NSNEW", ns); err != nil {
+		return fmt.Errorf("nsnew %q: %w", ns, err)
+	}
+	return nil
+}
+
+// NSSet sets a namespace property (admin): maxsize, password, public, worm,
+// mode, lock or freeze.
+func (c *Conn) NSSet(ns, property, value string) error {
+	if _, err := c.Do("NSSET", ns, property, value); err != nil {
+		return fmt.Errorf("nsset %q %s: %w", ns, property, err)
+	}
+	return nil
+}

@@ -1,0 +1,130 @@
+package client
+
+import (
+	"bytes"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/qsfs/qsfs/internal/testbin"
+)
+
+func TestSeqKeyRoundTrip(t *testing.T) {
+	for _, id := range []uint64{0, 1, 255, 256, 1 << 32, 1<<64 - 1} {
+		k := SeqKey(id)
+		if len(k) != 8 {
+			t.Fatalf("SeqKey(%d) has %d bytes", id, len(k))
+		}
+		back, err := SeqID(k)
+		if err != nil || back != id {
+			t.Fatalf("SeqID(SeqKey(%d)) = %d, %v", id, back, err)
+		}
+	}
+	if !bytes.Equal(SeqKey(1), []byte{1, 0, 0, 0, 0, 0, 0, 0}) {
+		t.Fatalf("SeqKey(1) = %x, want little-endian", SeqKey(1))
+	}
+	if _, err := SeqID([]byte{1}); err == nil {
+		t.Fatal("SeqID accepted a 1-byte key")
+	}
+}
+
+func TestParseInfo(t *testing.T) {
+	m := ParseInfo([]byte("# namespace\nname: a\nentries: 3\r\nmode: sequential\n\nbad line\n"))
+	if m["name"] != "a" || m["entries"] != "3" || m["mode"] != "sequential" || len(m) != 3 {
+		t.Fatalf("ParseInfo = %v", m)
+	}
+}
+
+// TestAgainstServer drives a real `qsfs zdb` through every helper.
+func TestAgainstServer(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "zdb.sock")
+	cmd := exec.Command(testbin.Path(t), "zdb", "--socket", sock, "--admin", "pw")
+	cmd.Dir = dir
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	var c *Conn
+	for i := 0; ; i++ {
+		nc, err := net.Dial("unix", sock)
+		if err == nil {
+			c = NewConn(nc, 10*time.Second)
+			break
+		}
+		if i > 500 {
+			t.Fatalf("zdb not reachable: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	defer c.Close()
+	if err := c.Ping(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.NSNew("x"); !IsServerError(err, "Permission denied") {
+		t.Fatalf("NSNew before AUTH: %v", err)
+	}
+	if err := c.Auth("bad"); !IsServerError(err, "Access denied") {
+		t.Fatalf("Auth bad: %v", err)
+	}
+	if err := c.Auth("pw"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.NSNew("x"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.NSSet("x", "mode", "seq"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.NSSet("x", "password", "secret"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Select("x", ""); err != nil {
+		t.Fatal(err) // public: read-only without the password
+	}
+	if _, err := c.Set(nil, []byte("v")); !IsServerError(err, "Namespace is in read-only mode") {
+		t.Fatalf("read-only SET: %v", err)
+	}
+	if err := c.Select("x", "secret"); err != nil {
+		t.Fatal(err)
+	}
+	id, err := c.Set(nil, []byte("hello"))
+	if err != nil || !bytes.Equal(id, SeqKey(0)) {
+		t.Fatalf("Set = %x, %v", id, err)
+	}
+	if same, err := c.Set(id, []byte("hello")); err != nil || same != nil {
+		t.Fatalf("unchanged Set = %x, %v", same, err)
+	}
+	if v, err := c.Get(id); err != nil || string(v) != "hello" {
+		t.Fatalf("Get = %q, %v", v, err)
+	}
+	if err := c.Del(id); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := c.Get(id); err != nil || v != nil {
+		t.Fatalf("Get deleted = %q, %v", v, err)
+	}
+	info, err := c.NSInfo("x")
+	if err != nil || info["mode"] != "sequential" || info["password"] != "yes" {
+		t.Fatalf("NSInfo = %v, %v", info, err)
+	}
+	srv, err := c.Info()
+	if err != nil || srv["sequential_key_size"] != "8" {
+		t.Fatalf("Info = %v, %v", srv, err)
+	}
+	// pipelining
+	for i := 0; i < 100; i++ {
+		c.Send("SET", "", []byte{byte(i)})
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100; i++ {
+		r, err := c.Receive()
+		if err != nil || r.Err() != nil {
+			t.Fatalf("pipelined reply %d: %v %v", i, err, r.Err())
+		}
+	}
+}
