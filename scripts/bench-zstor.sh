@@ -28,8 +28,20 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1]);s.close()'; }
 
-# run_measured <cmd...>: runs the command, sets ELAPSED (s) and PEAK_KB.
+# run_measured <cmd...>: runs the command and sets ELAPSED (s), CPU (user+sys
+# s of the zstor process) and PEAK_KB (max RSS). Uses GNU time when present,
+# else polls VmHWM (CPU then reported as "-").
 run_measured() {
+	if [ -x /usr/bin/time ]; then
+		if ! /usr/bin/time -f "%e %U %S %M" -o "$WORK/time" "$@" >"$WORK/out" 2>"$WORK/err"; then
+			cat "$WORK/err" >&2
+			return 1
+		fi
+		local u s
+		read -r ELAPSED u s PEAK_KB <"$WORK/time"
+		CPU=$(printf %.2f "$(echo "$u + $s" | bc -l)")
+		return 0
+	fi
 	local start end
 	start=$(date +%s.%N)
 	"$@" >"$WORK/out" 2>"$WORK/err" &
@@ -42,6 +54,7 @@ run_measured() {
 	if ! wait "$pid"; then cat "$WORK/err" >&2; return 1; fi
 	end=$(date +%s.%N)
 	ELAPSED=$(echo "$end - $start" | bc -l)
+	CPU=-
 	PEAK_KB=$peak
 }
 
@@ -100,22 +113,23 @@ echo "## zstor pipeline"
 echo
 echo "One ${MB} MiB file, 4 data + 2 parity shards, $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')),"
 echo "6 local \`qsfs zdb\` backends on 127.0.0.1 (data on the native disk), one \`qsfs zstor\` process per step."
-echo "Peak memory is the process's VmHWM."
+echo "CPU is user+sys seconds of the zstor process (the backends' CPU is not included); peak memory is its max RSS."
+echo "Load average before the runs (the machine is shared): $(cut -d' ' -f1-3 /proc/loadavg)."
 echo
-echo "| input | step | seconds | MB/s | peak RSS MiB |"
-echo "|---|---|---|---|---|"
+echo "| input | step | seconds | MB/s | zstor CPU s | peak RSS MiB |"
+echo "|---|---|---|---|---|---|"
 for input in random mixed; do
 	f="$WORK/$input.bin"
 	sum=$(b2sum -l 128 "$f" | cut -d' ' -f1)
 	run_measured "$BIN" zstor -c "$WORK/zstor.toml" _bench-encode -f "$f"
-	echo "| $input | encode only | $(printf %.2f "$ELAPSED") | $(mbps "$ELAPSED") | $((PEAK_KB / 1024)) |"
+	echo "| $input | encode only | $(printf %.2f "$ELAPSED") | $(mbps "$ELAPSED") | $CPU | $((PEAK_KB / 1024)) |"
 	run_measured "$BIN" zstor -c "$WORK/zstor.toml" store -f "$f"
-	echo "| $input | store end to end | $(printf %.2f "$ELAPSED") | $(mbps "$ELAPSED") | $((PEAK_KB / 1024)) |"
+	echo "| $input | store end to end | $(printf %.2f "$ELAPSED") | $(mbps "$ELAPSED") | $CPU | $((PEAK_KB / 1024)) |"
 	mv "$f" "$f.orig"
 	run_measured "$BIN" zstor -c "$WORK/zstor.toml" retrieve -f "$f"
 	got=$(b2sum -l 128 "$f" | cut -d' ' -f1)
 	ok=ok; [ "$got" = "$sum" ] || ok=MISMATCH
-	echo "| $input | retrieve end to end ($ok) | $(printf %.2f "$ELAPSED") | $(mbps "$ELAPSED") | $((PEAK_KB / 1024)) |"
+	echo "| $input | retrieve end to end ($ok) | $(printf %.2f "$ELAPSED") | $(mbps "$ELAPSED") | $CPU | $((PEAK_KB / 1024)) |"
 	rm -f "$f" "$f.orig"
 done
 echo

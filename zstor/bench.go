@@ -3,6 +3,7 @@ package zstor
 import (
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -25,21 +26,16 @@ func benchEncode(w io.Writer, cfg *config.Config, file string, log *logrus.Entry
 		return err
 	}
 	start := time.Now()
-	_, buf, size, err := eng.EncodeFile(file, cfg.MinimalShards)
+	shards, _, size, err := eng.EncodeShards(file, key, cfg.MinimalShards, cfg.DisposableShards())
 	if err != nil {
 		return err
 	}
-	blob, err := codec.EncryptInPlace(key, buf)
-	if err != nil {
-		return err
-	}
-	shards, err := codec.Split(blob, cfg.MinimalShards, cfg.DisposableShards())
-	if err != nil {
-		return err
-	}
+	var wg sync.WaitGroup
 	for _, s := range shards {
-		codec.Sum(s)
+		wg.Add(1)
+		go func() { defer wg.Done(); codec.Sum(s) }()
 	}
+	wg.Wait()
 	fmt.Fprintf(w, "%d %.6f\n", size, time.Since(start).Seconds())
 	return nil
 }

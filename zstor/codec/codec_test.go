@@ -51,5 +51,9 @@ func TestCompressRoundTrip(t *testing.T) {
 		if _, err := Decompress(&out, c); err != nil || !bytes.Equal(out.Bytes(), data) {
 			t.Errorf("n=%d: %v", n, err)
 		}
+		out.Reset()
+		if _, err := DecodeFramed(&out, c); err != nil || !bytes.Equal(out.Bytes(), data) {
+			t.Errorf("DecodeFramed n=%d: %v", n, err)
+		}
 	}
 }

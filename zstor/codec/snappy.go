@@ -130,3 +130,66 @@ func Decompress(w io.Writer, src []byte) (int64, error) {
 	}
 	return n, nil
 }
+
+// DecodeFramed writes the decoded framed stream src to w, one write per
+// chunk: stored chunks are written straight from src, compressed ones
+// through one scratch buffer. Chunk checksums are verified; reserved
+// skippable chunks and padding are skipped as the format requires.
+func DecodeFramed(w io.Writer, src []byte) (int64, error) {
+	var total int64
+	scratch := make([]byte, FrameSize)
+	first := true
+	for len(src) > 0 {
+		if len(src) < 4 {
+			return total, fmt.Errorf("snappy framing: truncated chunk header")
+		}
+		typ := src[0]
+		n := int(src[1]) | int(src[2])<<8 | int(src[3])<<16
+		if len(src) < 4+n {
+			return total, fmt.Errorf("snappy framing: chunk of %d bytes truncated", n)
+		}
+		body := src[4 : 4+n]
+		src = src[4+n:]
+		if first && typ != 0xff {
+			return total, fmt.Errorf("snappy framing: missing stream identifier")
+		}
+		first = false
+		switch {
+		case typ == 0xff:
+			if string(body) != streamHeader[4:] {
+				return total, fmt.Errorf("snappy framing: bad stream identifier")
+			}
+			continue
+		case typ == chunkCompressed || typ == chunkRaw:
+			if n < 4 {
+				return total, fmt.Errorf("snappy framing: chunk too short")
+			}
+			want := uint32(body[0]) | uint32(body[1])<<8 | uint32(body[2])<<16 | uint32(body[3])<<24
+			data := body[4:]
+			if typ == chunkCompressed {
+				l, err := snappy.DecodedLen(data)
+				if err != nil || l > FrameSize {
+					return total, fmt.Errorf("snappy framing: bad compressed chunk")
+				}
+				if data, err = snappy.Decode(scratch, data); err != nil {
+					return total, fmt.Errorf("snappy framing: %w", err)
+				}
+			} else if len(data) > FrameSize {
+				return total, fmt.Errorf("snappy framing: stored chunk too large")
+			}
+			if maskedCRC(data) != want {
+				return total, fmt.Errorf("snappy framing: chunk checksum mismatch")
+			}
+			m, err := w.Write(data)
+			total += int64(m)
+			if err != nil {
+				return total, err
+			}
+		case typ >= 0x80: // reserved skippable and padding (0xfe)
+			continue
+		default:
+			return total, fmt.Errorf("snappy framing: reserved unskippable chunk type %#x", typ)
+		}
+	}
+	return total, nil
+}

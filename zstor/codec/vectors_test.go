@@ -173,10 +173,28 @@ func TestVectorSnappyFraming(t *testing.T) {
 	if _, err := Decompress(&out, want); err != nil || !bytes.Equal(out.Bytes(), in) {
 		t.Errorf("decompress golden: %v", err)
 	}
+	out.Reset()
+	if _, err := DecodeFramed(&out, want); err != nil || !bytes.Equal(out.Bytes(), in) {
+		t.Errorf("DecodeFramed golden: %v", err)
+	}
+	if _, err := DecodeFramed(&bytes.Buffer{}, want[10:]); err == nil {
+		t.Errorf("stream without identifier accepted")
+	}
 	bad := append([]byte{}, want...)
 	bad[14] ^= 0xff // first chunk's crc
 	if _, err := Decompress(&bytes.Buffer{}, bad); err == nil {
 		t.Errorf("corrupt chunk checksum accepted")
+	}
+	if _, err := DecodeFramed(&bytes.Buffer{}, bad); err == nil {
+		t.Errorf("DecodeFramed: corrupt chunk checksum accepted")
+	}
+	// Padding and skippable chunks between data chunks are ignored.
+	withPad := append([]byte{}, want[:10]...)
+	withPad = append(withPad, 0xfe, 3, 0, 0, 0, 0, 0, 0x90, 1, 0, 0, 7)
+	withPad = append(withPad, want[10:]...)
+	out.Reset()
+	if _, err := DecodeFramed(&out, withPad); err != nil || !bytes.Equal(out.Bytes(), in) {
+		t.Errorf("DecodeFramed with padding: %v", err)
 	}
 }
 

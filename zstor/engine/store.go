@@ -31,48 +31,94 @@ type StoreResult struct {
 // Reading, hashing and compressing overlap and compression uses the
 // engine's workers.
 func (e *Engine) EncodeFile(path string, dataShards int) (codec.Checksum, []byte, int64, error) {
-	var sum codec.Checksum
+	buf, size, sum, err := e.encodeFileAsync(path, dataShards)
+	if err != nil {
+		return codec.Checksum{}, nil, 0, err
+	}
+	return <-sum, buf, size, nil
+}
+
+// encodeFileAsync is EncodeFile returning as soon as the compressed data is
+// complete; the checksum (a single sequential stream, the slowest stage)
+// arrives on the channel, so encryption and erasure coding overlap it.
+func (e *Engine) encodeFileAsync(path string, dataShards int) ([]byte, int64, <-chan codec.Checksum, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return sum, nil, 0, fmt.Errorf("open %s: %w", path, err)
+		return nil, 0, nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return sum, nil, 0, fmt.Errorf("stat %s: %w", path, err)
+		return nil, 0, nil, fmt.Errorf("stat %s: %w", path, err)
 	}
 	if !st.Mode().IsRegular() {
-		return sum, nil, 0, fmt.Errorf("store %s: only regular files can be stored", path)
+		return nil, 0, nil, fmt.Errorf("store %s: only regular files can be stored", path)
 	}
 	size := st.Size()
 	out := make([]byte, codec.NonceSize, codec.NonceSize+codec.MaxFramedLen(int(size))+codec.TagSize+dataShards)
-	h := codec.NewHash()
 	fc := codec.NewFrameCompressor(e.workers())
-	bufs := [2][]byte{make([]byte, readBlock), make([]byte, readBlock)}
+	// Blocks go to the hasher in order; a small pool bounds memory.
+	const inflight = 4
+	pool := make(chan []byte, inflight)
+	for i := 0; i < inflight; i++ {
+		pool <- make([]byte, readBlock)
+	}
+	blocks := make(chan []byte, inflight)
+	sumCh := make(chan codec.Checksum, 1)
+	go func() {
+		h := codec.NewHash()
+		for b := range blocks {
+			h.Write(b)
+			pool <- b[:cap(b)]
+		}
+		var sum codec.Checksum
+		h.Sum(sum[:0])
+		sumCh <- sum
+	}()
 	var total int64
-	hashDone := make(chan struct{}, 1)
-	hashDone <- struct{}{}
-	for i := 0; ; i++ {
-		buf := bufs[i%2]
+	for {
+		buf := <-pool
 		n, rerr := io.ReadFull(f, buf)
 		if n > 0 {
-			block := buf[:n]
-			<-hashDone // previous block hashed; hashes stay in order
-			go func() { h.Write(block); hashDone <- struct{}{} }()
-			out = fc.Append(out, block)
+			out = fc.Append(out, buf[:n])
 			total += int64(n)
+			blocks <- buf[:n]
+		} else {
+			pool <- buf
 		}
 		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
 			break
 		}
 		if rerr != nil {
-			<-hashDone
-			return sum, nil, 0, fmt.Errorf("read %s: %w", path, rerr)
+			close(blocks)
+			<-sumCh
+			return nil, 0, nil, fmt.Errorf("read %s: %w", path, rerr)
 		}
 	}
-	<-hashDone
-	h.Sum(sum[:0])
-	return sum, out, total, nil
+	close(blocks)
+	return out, total, sumCh, nil
+}
+
+// EncodeShards runs the store pipeline on file up to the shards: checksum,
+// compression, encryption with key and erasure coding into k+m shards.
+// The sequential checksum overlaps encryption and erasure coding.
+func (e *Engine) EncodeShards(file string, key []byte, k, m int) ([][]byte, codec.Checksum, int64, error) {
+	var sum codec.Checksum
+	buf, size, sumCh, err := e.encodeFileAsync(file, k)
+	if err != nil {
+		return nil, sum, 0, err
+	}
+	blob, err := codec.EncryptInPlace(key, buf)
+	if err != nil {
+		<-sumCh
+		return nil, sum, 0, err
+	}
+	shards, err := codec.Split(blob, k, m)
+	sum = <-sumCh
+	if err != nil {
+		return nil, sum, 0, err
+	}
+	return shards, sum, size, nil
 }
 
 // Store archives file. keyDir, when set, hashes the key as if the file lived
@@ -98,13 +144,13 @@ func (e *Engine) Store(file, keyDir string) (*StoreResult, error) {
 	go func() { md, err := st.Load(mkey); old <- loaded{md, err} }()
 
 	start := time.Now()
-	sum, buf, size, err := e.EncodeFile(file, cfg.MinimalShards)
+	k, m := cfg.MinimalShards, cfg.DisposableShards()
+	shards, sum, size, err := e.EncodeShards(file, key, k, m)
+	prev := <-old
 	if err != nil {
-		<-old
 		return nil, err
 	}
 	res.Checksum, res.Size = sum, size
-	prev := <-old
 	if prev.err != nil {
 		return nil, fmt.Errorf("store %s: load existing metadata: %w", file, prev.err)
 	}
@@ -112,19 +158,15 @@ func (e *Engine) Store(file, keyDir string) (*StoreResult, error) {
 		res.Skipped = true
 		return res, nil
 	}
-	blob, err := codec.EncryptInPlace(key, buf)
-	if err != nil {
-		return nil, err
-	}
-	md, err := e.upload(cfg, blob, cfg.Encryption.Key)
+	infos, err := e.placeAndWrite(cfg, shards, nil, nil)
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", file, err)
 	}
-	md.Checksum = sum
+	md := &meta.MetaData{DataShards: k, DisposableShards: m, Key: cfg.Encryption.Key, Shards: infos, Checksum: sum}
 	if err := st.Save(mkey, md); err != nil {
 		return nil, fmt.Errorf("store %s: save metadata: %w", file, err)
 	}
-	e.Log.WithFields(map[string]any{"file": file, "bytes": size, "stored_bytes": len(blob), "seconds": time.Since(start).Seconds()}).Debug("stored")
+	e.Log.WithFields(map[string]any{"file": file, "bytes": size, "shard_bytes": len(shards[0]), "seconds": time.Since(start).Seconds()}).Debug("stored")
 	return res, nil
 }
 
@@ -142,26 +184,6 @@ func (e *Engine) upload(cfg *config.Config, blob []byte, hexKey string) (*meta.M
 		return nil, err
 	}
 	return &meta.MetaData{DataShards: k, DisposableShards: m, Key: hexKey, Shards: infos}, nil
-}
-
-func (e *Engine) shardSums(shards [][]byte) []codec.Checksum {
-	sums := make([]codec.Checksum, len(shards))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, e.workers())
-	for i := range shards {
-		if shards[i] == nil {
-			continue
-		}
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			sums[i] = codec.Sum(shards[i])
-			<-sem
-		}()
-	}
-	wg.Wait()
-	return sums
 }
 
 // placeAndWrite writes shards[i] for every i not already in keep (keep[i]
