@@ -134,10 +134,10 @@ type scanHit struct {
 // (nil = from the beginning or the end) for about one timeslice.
 func (ns *Namespace) scan(start *cursor, backward bool) ([]scanHit, error) {
 	deadline := time.Now().Add(scanTimeslice)
-	fileID := uint32(0)
-	if backward {
-		fileID = ns.curID
+	if !backward {
+		return ns.scanForward(start, deadline)
 	}
+	fileID := ns.curID
 	if start != nil {
 		fileID = start.fileID
 	}
@@ -147,20 +147,12 @@ func (ns *Namespace) scan(start *cursor, backward bool) ([]scanHit, error) {
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, err
 		}
-		i := 0
-		if backward {
-			i = len(recs) - 1
-		}
+		i := len(recs) - 1
 		if start != nil && start.fileID == fileID {
-			pos := sort.Search(len(recs), func(k int) bool { return recs[k].off >= start.idxOff })
-			if backward {
-				i = pos - 1
-			} else {
-				i = pos + 1
-			}
+			i = sort.Search(len(recs), func(k int) bool { return recs[k].off >= start.idxOff }) - 1
 			start = nil
 		}
-		for ; i >= 0 && i < len(recs); i = step(i, backward) {
+		for ; i >= 0; i-- {
 			r := &recs[i]
 			if r.item.flags&flagDeleted != 0 {
 				continue
@@ -170,28 +162,70 @@ func (ns *Namespace) scan(start *cursor, backward bool) ([]scanHit, error) {
 				return hits, nil
 			}
 		}
-		if backward {
-			if fileID == 0 {
-				return hits, nil
-			}
-			fileID--
-		} else {
-			if fileID >= ns.curID {
-				return hits, nil
-			}
-			fileID++
-		}
-		if len(hits) > 0 && time.Now().After(deadline) {
+		if fileID == 0 {
 			return hits, nil
 		}
+		fileID--
 	}
 }
 
-func step(i int, backward bool) int {
-	if backward {
-		return i - 1
+// scanChunk is how much of an index file a forward scan reads at once.
+const scanChunk = 256 << 10
+
+// scanForward reads index files in chunks from the cursor on, so a call
+// costs what it returns, not the size of the file.
+func (ns *Namespace) scanForward(start *cursor, deadline time.Time) ([]scanHit, error) {
+	fileID, pos := uint32(0), int64(indexHeaderSize)
+	if start != nil {
+		fileID, pos = start.fileID, int64(start.idxOff)+indexItemSize+int64(start.idLength)
 	}
-	return i + 1
+	var hits []scanHit
+	buf := make([]byte, scanChunk)
+	for ; fileID <= ns.curID; fileID, pos = fileID+1, indexHeaderSize {
+		f, err := ns.file(true, fileID)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		size := ns.idxEnd
+		if fileID != ns.curID {
+			st, err := f.Stat()
+			if err != nil {
+				return nil, err
+			}
+			size = st.Size()
+		}
+		for pos < size {
+			n := int(min(int64(scanChunk), size-pos))
+			if _, err := f.ReadAt(buf[:n], pos); err != nil && !errors.Is(err, io.EOF) {
+				return nil, err
+			}
+			ns.store.stats.indexRead.Add(int64(n))
+			used := 0
+			for used+indexItemSize <= n {
+				it := decodeIndexItem(buf[used:])
+				end := used + indexItemSize + int(it.idLength)
+				if end > n {
+					break
+				}
+				if it.flags&flagDeleted == 0 {
+					cur := cursor{idLength: it.idLength, fileID: fileID, length: it.length, idxOff: uint32(pos) + uint32(used), crc: it.crc}
+					hits = append(hits, scanHit{key: append([]byte(nil), buf[used+indexItemSize:end]...), length: it.length, ts: it.timestamp, cur: cur})
+				}
+				used = end
+				if len(hits) > 0 && time.Now().After(deadline) {
+					return hits, nil
+				}
+			}
+			if used == 0 {
+				break // torn tail
+			}
+			pos += int64(used)
+		}
+	}
+	return hits, nil
 }
 
 func cmdScan(c *session, args [][]byte)  { c.scanCommand(args, false) }

@@ -295,7 +295,7 @@ func TestKill9KeepsAcknowledgedWrites(t *testing.T) {
 // A torn last entry (partial index record, or an index record whose
 // payload never fully reached the data file) is dropped at start.
 func TestTornWriteRecovery(t *testing.T) {
-	p := startZDB(t, "", "--mode", "user")
+	p := startZDB(t, "", "--mode", "user", "--sync", "--secure", "--synctime", "1")
 	c := p.dial("unix")
 	expect(t, c, "$a", "SET", "a", "alpha")
 	expect(t, c, "$b", "SET", "b", "bravo")
