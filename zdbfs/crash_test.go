@@ -2,6 +2,12 @@ package zdbfs
 
 import (
 	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/qsfs/qsfs/internal/testbin"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -71,5 +77,51 @@ func TestZdbRestart(t *testing.T) {
 		if got := readFile(t, filepath.Join(s.mnt, name)); got != name {
 			t.Errorf("%s reads %q", name, got)
 		}
+	}
+}
+
+// findZdbfs returns the pid of the zdbfs serving mnt (started in background).
+func findZdbfs(t *testing.T, mnt string) int {
+	t.Helper()
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if len(args) > 3 && args[1] == "zdbfs" && args[2] == "-o" && args[len(args)-1] == mnt {
+			return pid
+		}
+	}
+	t.Fatalf("no zdbfs process for %s", mnt)
+	return 0
+}
+
+// TestBackgroundAutoUnmount checks -o background returns with the mount
+// live and -o auto_unmount removes the mount when zdbfs is killed.
+func TestBackgroundAutoUnmount(t *testing.T) {
+	s := newStack(t)
+	out, err := exec.Command(testbin.Path(t), "zdbfs", "-o", "autons,background,auto_unmount,unix="+s.sock, s.mnt).CombinedOutput()
+	if err != nil {
+		t.Fatalf("background mount: %v\n%s", err, out)
+	}
+	if !mounted(s.mnt) {
+		t.Fatal("background mode returned before the mount was live")
+	}
+	writeFile(t, filepath.Join(s.mnt, "f"), "x")
+	pid := findZdbfs(t, s.mnt)
+	must(t, syscall.Kill(pid, syscall.SIGKILL))
+	deadline := time.Now().Add(10 * time.Second)
+	for mounted(s.mnt) && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if mounted(s.mnt) {
+		syscall.Unmount(s.mnt, syscall.MNT_DETACH)
+		t.Fatal("mount still there after zdbfs was killed with auto_unmount")
 	}
 }

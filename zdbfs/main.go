@@ -16,15 +16,18 @@
 package zdbfs
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -50,8 +53,17 @@ fuse:       allow_other auto_unmount ro default_permissions nosuid nodev ...
 // readyEnv names the descriptor a background child reports readiness on.
 const readyEnv = "QSFS_ZDBFS_READY_FD"
 
+// watchEnv starts the auto_unmount watchdog instead of a filesystem.
+const watchEnv = "QSFS_ZDBFS_WATCH"
+
 // Main runs `qsfs zdbfs` with args and returns the exit status.
 func Main(args []string) int {
+	if os.Getenv(watchEnv) != "" && len(args) == 1 {
+		return watch(args[0])
+	}
+	if fd, err := strconv.Atoi(os.Getenv(readyEnv)); err == nil {
+		syscall.CloseOnExec(fd) // fusermount must not keep the ready pipe open
+	}
 	o, err := ParseOptions(args)
 	switch {
 	case errors.Is(err, errHelp):
@@ -123,8 +135,9 @@ func background(args []string, o *Options) int {
 		return 1
 	}
 	w.Close()
-	msg, _ := io.ReadAll(r)
-	if string(msg) != "ok\n" {
+	msg, _ := bufio.NewReader(r).ReadString('\n')
+	r.Close()
+	if msg != "ok\n" {
 		fmt.Fprintf(os.Stderr, "qsfs zdbfs: background process failed to mount %s%s\n", o.Mountpoint, msg)
 		return 1
 	}
@@ -152,6 +165,9 @@ func run(o *Options, log *logrus.Entry) (err error) {
 			notifyReady(err)
 		}
 	}()
+	if abs, err := filepath.Abs(o.Mountpoint); err == nil {
+		o.Mountpoint = abs
+	}
 	b, size, err := openBackends(o, log)
 	if err != nil {
 		return err
@@ -174,7 +190,7 @@ func run(o *Options, log *logrus.Entry) (err error) {
 		EnableSymlinkCaching: true,
 		DisableXAttrs:        false,
 		Debug:                o.Debug,
-		DirectMount:          os.Geteuid() == 0 && !o.AutoUnmount,
+		DirectMount:          os.Geteuid() == 0,
 		ExtraCapabilities:    fuse.CAP_PARALLEL_DIROPS | fuse.CAP_IOCTL_DIR,
 	}
 	if !o.NoCache {
@@ -186,7 +202,7 @@ func run(o *Options, log *logrus.Entry) (err error) {
 	if o.ReadOnly {
 		mo.Options = append(mo.Options, "ro")
 	}
-	if o.AutoUnmount {
+	if o.AutoUnmount && !mo.DirectMount {
 		mo.Options = append(mo.Options, "auto_unmount")
 	}
 	mo.Options = append(mo.Options, o.FuseOptions...)
@@ -199,6 +215,11 @@ func run(o *Options, log *logrus.Entry) (err error) {
 		return fmt.Errorf("mount %q: %w", o.Mountpoint, err)
 	}
 	tuneReadahead(o.Mountpoint, log)
+	if o.AutoUnmount && mo.DirectMount {
+		if err := startWatchdog(o.Mountpoint); err != nil {
+			log.Warnf("auto_unmount: %v", err)
+		}
+	}
 	log.WithField("size", size).Info("mounted")
 	notifyReady(nil)
 
@@ -331,4 +352,54 @@ func tuneReadahead(mnt string, log *logrus.Entry) {
 	if err := os.WriteFile(path, []byte("4096"), 0o644); err != nil {
 		log.Debugf("read-ahead: %v", err)
 	}
+}
+
+// startWatchdog implements auto_unmount for a direct (root) mount: a child
+// process waits for this one to exit, however it exits, and then detaches
+// the mount if it is still there.
+func startWatchdog(mnt string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(self, "zdbfs", mnt)
+	cmd.Env = append(os.Environ(), watchEnv+"=1")
+	cmd.Stdin = r
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	r.Close()
+	go cmd.Wait()
+	watchdogPipe = w // kept open until this process exits
+	return nil
+}
+
+var watchdogPipe *os.File
+
+// watch is the watchdog: it returns when its parent's pipe closes.
+func watch(mnt string) int {
+	io.Copy(io.Discard, os.Stdin)
+	if mountedZdbfs(mnt) {
+		syscall.Unmount(mnt, syscall.MNT_DETACH)
+	}
+	return 0
+}
+
+func mountedZdbfs(mnt string) bool {
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 2 && f[1] == mnt && f[2] == "fuse.zdbfs" {
+			return true
+		}
+	}
+	return false
 }
