@@ -112,6 +112,7 @@ func runDaemon(cfgPath string, cfg *config.Config, log *logrus.Entry) error {
 	}
 
 	d.health.probe() // first view before accepting work
+	d.requeueFailures()
 	for i := 0; i < storeWorkers; i++ {
 		d.wg.Add(1)
 		go d.worker()
@@ -232,6 +233,11 @@ func (d *daemon) worker() {
 		}
 		resp := execute(d.eng, j.cmd, d.log)
 		if resp.Kind != proto.Err {
+			if j.attempts > 0 && j.cmd.SaveFailure {
+				if err := d.eng.DeleteFailure(j.cmd.File); err != nil {
+					d.log.WithError(err).WithField("file", j.cmd.File).Warn("could not clear failure record")
+				}
+			}
 			d.queue.finish(j, 0)
 			continue
 		}
@@ -239,8 +245,22 @@ func (d *daemon) worker() {
 		j.lastErr = resp.Err
 		if _, err := os.Stat(j.cmd.File); errors.Is(err, os.ErrNotExist) {
 			d.log.WithFields(logrus.Fields{"file": j.cmd.File, "error": resp.Err}).Error("upload dropped: file no longer exists")
+			if j.cmd.SaveFailure {
+				d.eng.DeleteFailure(j.cmd.File)
+			}
 			d.queue.finish(j, 0)
 			continue
+		}
+		if j.attempts == 1 && j.cmd.SaveFailure {
+			// Survives a daemon restart; best effort (the metadata store may
+			// be what is failing).
+			f := engine.Failure{Path: j.cmd.File, Delete: j.cmd.Delete}
+			if j.cmd.KeyPath != nil {
+				f.KeyDir = *j.cmd.KeyPath
+			}
+			if err := d.eng.SaveFailure(f); err != nil {
+				d.log.WithError(err).WithField("file", j.cmd.File).Warn("could not record failed upload in the metadata store")
+			}
 		}
 		backoff := min(time.Duration(1<<min(j.attempts, 10))*time.Second, maxBackoff)
 		d.log.WithFields(logrus.Fields{"file": j.cmd.File, "attempt": j.attempts, "retry_in": backoff.String(), "error": resp.Err}).Warn("upload failed, will retry")
@@ -313,5 +333,27 @@ func (d *daemon) reload() {
 	select {
 	case d.repairNow <- struct{}{}:
 	default:
+	}
+}
+
+// requeueFailures queues the failed uploads recorded by an earlier run.
+func (d *daemon) requeueFailures() {
+	fs, err := d.eng.Failures()
+	if err != nil {
+		d.log.WithError(err).Warn("cannot list recorded upload failures")
+	}
+	for _, f := range fs {
+		if _, err := os.Stat(f.Path); err != nil {
+			d.log.WithFields(logrus.Fields{"file": f.Path, "error": err}).Error("recorded failed upload is gone, dropping its record")
+			d.eng.DeleteFailure(f.Path)
+			continue
+		}
+		c := &proto.Command{Kind: proto.Store, File: f.Path, SaveFailure: true, Delete: f.Delete}
+		if f.KeyDir != "" {
+			kd := f.KeyDir
+			c.KeyPath = &kd
+		}
+		d.queue.push(&job{cmd: c, prio: 1, attempts: 1, lastErr: "recorded by an earlier run"})
+		d.log.WithField("file", f.Path).Info("retrying upload recorded as failed by an earlier run")
 	}
 }
