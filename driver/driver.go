@@ -379,17 +379,27 @@ func (d *Driver) ensureMounted(v *vol) error {
 	v.mu.Lock()
 	v.stack, v.state = st, StateStarting
 	v.mu.Unlock()
+	baseWasUp := st.BaseUp()
 	deadline := time.Now().Add(d.cfg.MountTimeout)
 	err := st.startBase(deadline)
 	if err == nil {
 		err = st.startFS(deadline)
 	}
 	if err != nil {
-		if cerr := st.stopAll(); cerr != nil {
+		// Stop what this Mount started: everything, or only the
+		// filesystem when the base was up (idle, maybe uploading) before.
+		var cerr error
+		keep := st
+		if baseWasUp {
+			cerr = st.stopFS()
+		} else {
+			cerr, keep = st.stopAll(), nil
+		}
+		if cerr != nil {
 			d.log.WithError(cerr).WithField("volume", rec.Name).Error("cleanup after failed mount")
 		}
 		v.mu.Lock()
-		v.stack, v.state, v.lastErr = nil, StateFailed, err.Error()
+		v.stack, v.state, v.lastErr = keep, StateFailed, err.Error()
 		v.mu.Unlock()
 		d.log.WithError(err).WithField("volume", rec.Name).Error("mount failed")
 		return fmt.Errorf("mount volume %s: %w", rec.Name, err)

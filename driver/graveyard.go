@@ -205,8 +205,8 @@ func (g *graveyard) watchIdle(ctx context.Context) {
 		}
 		g.d.mu.Unlock()
 		for _, v := range vs {
-			r, state, _, _ := v.snapshot()
-			if state != StateIdle {
+			r, state, _, st := v.snapshot()
+			if !idleBase(state, st) {
 				g.mu.Lock()
 				delete(g.idle, r.ID)
 				g.mu.Unlock()
@@ -226,7 +226,7 @@ func (g *graveyard) watchIdle(ctx context.Context) {
 			if !v.op.TryLock() {
 				continue
 			}
-			if _, state, _, _ := v.snapshot(); state == StateIdle {
+			if _, state, _, st := v.snapshot(); idleBase(state, st) {
 				g.log.WithField("volume", r.Name).Info("uploads quiet; stopping the idle stack")
 				if err := g.d.stopStack(v, true); err != nil {
 					g.log.WithError(err).WithField("volume", r.Name).Warn("stop idle stack")
@@ -254,4 +254,10 @@ func (g *graveyard) Shutdown(timeout time.Duration) {
 		_ = st.stopFS()
 		_ = st.stopBase(timeout, false)
 	}
+}
+
+// idleBase reports whether a volume's network (and zstor) runs without a
+// mount: after the last unmount, or after a failed Mount of an idle volume.
+func idleBase(state string, st *Stack) bool {
+	return st != nil && (state == StateIdle || state == StateFailed)
 }
