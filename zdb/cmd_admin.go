@@ -1,6 +1,8 @@
 package zdb
 
 import (
+	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -52,5 +54,77 @@ func cmdIndex(c *session, args [][]byte) {
 	c.rw.array(len(ids))
 	for _, id := range ids {
 		c.rw.integer(int64(id))
+	}
+}
+
+func cmdData(c *session, args [][]byte) {
+	if !c.requireAdmin() {
+		return
+	}
+	if len(args) < 2 {
+		c.rw.err("Missing arguments")
+		return
+	}
+	if len(args) != 4 || string(args[1]) != "RAW" && string(args[1]) != "raw" {
+		c.rw.err("Invalid Request")
+		return
+	}
+	fileID, err1 := strconv.ParseUint(string(args[2]), 10, 32)
+	offset, err2 := strconv.ParseUint(string(args[3]), 10, 32)
+	if err1 != nil || err2 != nil {
+		c.rw.err("Invalid Request")
+		return
+	}
+	ns := c.ns
+	ns.mu.RLock()
+	defer ns.mu.RUnlock()
+	f, err := ns.file(false, uint32(fileID))
+	if err != nil {
+		c.rw.err("Invalid Request")
+		return
+	}
+	st, err := f.Stat()
+	if err != nil {
+		c.rw.err("Invalid Request")
+		return
+	}
+	size := st.Size()
+	if uint32(fileID) == ns.curID {
+		size = ns.datEnd
+	}
+	if int64(offset) >= size {
+		c.rw.err("EOF")
+		return
+	}
+	hdr := make([]byte, dataEntrySize)
+	if offset < dataHeaderSize || int64(offset)+dataEntrySize > size {
+		c.rw.err("Unexpected Internal Error")
+		return
+	}
+	if _, err := f.ReadAt(hdr, int64(offset)); err != nil {
+		c.rw.err("Unexpected Internal Error")
+		return
+	}
+	de := decodeDataEntry(hdr)
+	end := int64(offset) + dataEntrySize + int64(de.idLength) + int64(de.length)
+	if de.length > maxPayload || end > size || de.flags > (flagDeleted|flagTruncated) {
+		c.rw.err("Unexpected Internal Error")
+		return
+	}
+	body := make([]byte, int(de.idLength)+int(de.length))
+	if _, err := f.ReadAt(body, int64(offset)+dataEntrySize); err != nil {
+		c.rw.err("Unexpected Internal Error")
+		return
+	}
+	c.rw.array(6)
+	c.rw.bulk(body[:de.idLength])
+	c.rw.integer(int64(de.previous))
+	c.rw.bulkString(fmt.Sprintf("0x%08x", de.crc))
+	c.rw.integer(int64(de.flags))
+	c.rw.integer(int64(de.timestamp))
+	if de.length == 0 && de.flags&flagDeleted != 0 {
+		c.rw.null()
+	} else {
+		c.rw.bulk(body[de.idLength:])
 	}
 }

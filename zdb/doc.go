@@ -33,6 +33,8 @@
 //   - At start the last index entry of the active file is checked against
 //     its payload's CRC; a torn entry (and a partial trailing index record)
 //     is dropped instead of being served.
+//   - A missing active data file at start fires missing-data (waited for)
+//     before an empty one is created as official does.
 //   - The index `dataid` field is written with the real data file id
 //     (official was observed writing 0); on load the larger of the field and
 //     the index file id is used, which reads both forms correctly.

@@ -46,9 +46,17 @@ func (ns *Namespace) openCurrent(id uint32) error {
 	dp := ns.dataPath(id)
 	dw, err := os.OpenFile(dp, os.O_RDWR, 0o600)
 	if errors.Is(err, os.ErrNotExist) {
-		// the active data file must exist; start an empty one (0-db #121)
-		if err = os.WriteFile(dp, dataHeader(id), 0o600); err == nil {
+		// the active data file is missing: give the missing-data hook a
+		// chance to restore it (official does not), else start an empty
+		// one as official does (0-db #121)
+		if ns.idxEnd > indexHeaderSize && ns.store.hooks.run("missing-data", true, dp) == 0 {
 			dw, err = os.OpenFile(dp, os.O_RDWR, 0o600)
+		}
+		if errors.Is(err, os.ErrNotExist) {
+			ns.store.log.WithField("ns", ns.name).Warnf("active data file %s missing, starting an empty one", dp)
+			if err = os.WriteFile(dp, dataHeader(id), 0o600); err == nil {
+				dw, err = os.OpenFile(dp, os.O_RDWR, 0o600)
+			}
 		}
 	}
 	if err != nil {

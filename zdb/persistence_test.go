@@ -124,7 +124,10 @@ func TestHooks(t *testing.T) {
 	expect(t, c, "+OK", "SELECT", "default")
 	expect(t, c, "+OK", "NSNEW", "gone")
 	expect(t, c, "+OK", "NSDEL", "gone")
+	expect(t, c, "+OK", "RELOAD", "h")
+	expect(t, c, "-Namespace not found", "RELOAD", "gone")
 	waitForLines(t, log,
+		"namespace-reloaded "+id+" h",
 		"namespaces-init "+id+" ./zdb-index ./zdb-data",
 		"ready "+id,
 		"namespace-created "+id+" h",

@@ -212,6 +212,18 @@ exit 0
 	expect(t, c, "$second", "GET", client.SeqKey(1))
 	expect(t, c, "$"+val, "GET", client.SeqKey(0))
 	expect(t, c, "$"+val, "GET", client.SeqKey(2))
+	// the active data file missing at start is restored through the hook too
+	p.stop(syscall.SIGTERM)
+	d1 := filepath.Join(dir, "zdb-data", "default", "d1")
+	if err := os.Rename(d1, filepath.Join(stash, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	p.start()
+	c = p.dial("unix")
+	expect(t, c, "$"+val, "GET", client.SeqKey(2))
+	expect(t, c, seq(3), "SET", "", "after restore")
+	expect(t, c, "$after restore", "GET", client.SeqKey(3))
+	waitForLines(t, log, "missing-data "+id+" ./zdb-data/default/d1")
 }
 
 // Everything acknowledged before kill -9 is readable after restart.
