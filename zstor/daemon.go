@@ -98,6 +98,11 @@ func runDaemon(cfgPath string, cfg *config.Config, log *logrus.Entry) error {
 	if cfg.PrometheusPort != 0 {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(metricStore, metricRetrieve, metricRebuild, metricCheck, newCollector(d))
+		if cfg.ZdbfsMountpoint != "" {
+			zs := newZdbfsStats()
+			reg.MustRegister(zs)
+			go zs.poll(cfg.ZdbfsMountpoint, d.stop)
+		}
 		srv := &http.Server{Addr: fmt.Sprintf("[::]:%d", cfg.PrometheusPort), Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}
 		mln, err := net.Listen("tcp", srv.Addr)
 		if err != nil { // no IPv6 in this namespace
