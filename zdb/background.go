@@ -49,16 +49,24 @@ func daemonize(args []string) int {
 	return 1
 }
 
-// notifyReady tells a waiting --background parent that the server is up.
-func notifyReady() {
+// readyPipe is the pipe to a waiting --background parent, taken from the
+// environment at start so hooks never see the marker.
+var readyPipe *os.File
+
+func takeReadyPipe() {
 	if os.Getenv(backgroundEnv) == "" {
 		return
 	}
-	f := os.NewFile(3, "ready")
-	if f == nil {
+	os.Unsetenv(backgroundEnv)
+	readyPipe = os.NewFile(3, "ready")
+}
+
+// notifyReady tells a waiting --background parent that the server is up.
+func notifyReady() {
+	if readyPipe == nil {
 		return
 	}
-	f.Write([]byte{'R'})
-	f.Close()
-	os.Unsetenv(backgroundEnv)
+	readyPipe.Write([]byte{'R'})
+	readyPipe.Close()
+	readyPipe = nil
 }

@@ -31,6 +31,7 @@ func Main(args []string) int {
 	if opts.Background && os.Getenv(backgroundEnv) == "" {
 		return daemonize(args)
 	}
+	takeReadyPipe()
 	log := newLogger(opts)
 	code, err := run(opts, log)
 	if err != nil {
@@ -65,6 +66,10 @@ func run(opts Options, log *logrus.Entry) (int, error) {
 	store, err := openStore(opts, log, hooks)
 	if err != nil {
 		return 1, err
+	}
+	if opts.Dump {
+		defer store.Close()
+		return 0, dumpIndexes(store, os.Stdout)
 	}
 	var tag [4]byte
 	rand.Read(tag[:])
@@ -153,4 +158,25 @@ func (s *Server) housekeeping(stop <-chan struct{}) {
 			ns.mu.Unlock()
 		}
 	}
+}
+
+// dumpIndexes prints every index record of every namespace (--dump).
+func dumpIndexes(s *Store, w io.Writer) error {
+	for _, ns := range s.All() {
+		ns.mu.RLock()
+		fmt.Fprintf(w, "[+] namespace %s: mode %s, %d entries, files 0..%d\n", ns.name, ns.modeName(), ns.entries, ns.curID)
+		for id := uint32(0); id <= ns.curID; id++ {
+			recs, err := ns.readRecords(id)
+			if err != nil {
+				ns.mu.RUnlock()
+				return fmt.Errorf("dump %s i%d: %w", ns.name, id, err)
+			}
+			for _, r := range recs {
+				fmt.Fprintf(w, "i%d +%d: key %x, data d%d +%d, %d bytes, flags %d, crc %08x, ts %d\n",
+					id, r.off, r.key, maxU32(r.item.dataID, id), r.item.offset, r.item.length, r.item.flags, r.item.crc, r.item.timestamp)
+			}
+		}
+		ns.mu.RUnlock()
+	}
+	return nil
 }

@@ -78,6 +78,17 @@ func TestBadInputGetsOfficialErrors(t *testing.T) {
 	expect(t, other, "$me", "GET", "keep")
 }
 
+func TestDump(t *testing.T) {
+	p := startZDB(t, "")
+	c := p.dial("unix")
+	expect(t, c, "$hello", "SET", "hello", "world")
+	p.stop(syscall.SIGTERM)
+	out, err := execZDB(t, p.dir, "zdb", "--dump").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "key 68656c6c6f, data d0 +28, 5 bytes, flags 0") {
+		t.Fatalf("--dump: %v\n%s", err, out)
+	}
+}
+
 func TestHelpAndVersion(t *testing.T) {
 	out, err := execZDB(t, t.TempDir(), "zdb", "--help").CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "--datasize") {
