@@ -37,6 +37,11 @@ func NeedNetns(t testing.TB) {
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skip("iproute2 (ip) not installed")
 	}
+	for _, p := range []string{"/proc/sys/net/ipv6/conf/all/disable_ipv6", "/proc/sys/net/ipv6/conf/default/disable_ipv6"} {
+		if b, err := os.ReadFile(p); err != nil || strings.TrimSpace(string(b)) != "0" {
+			t.Skip("IPv6 is disabled on this host (the test namespaces use IPv6 addresses)")
+		}
+	}
 }
 
 // StartNetGroup creates namespace n of this test process and starts size
