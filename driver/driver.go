@@ -440,6 +440,31 @@ func (d *Driver) Unmount(req *volume.UnmountRequest) error {
 	return errors.Join(saveErr, d.stopStack(v, false))
 }
 
+// ForgetMounts drops every mount ID of volume name and stops its filesystem,
+// as the last Unmount would: for IDs orphaned by an engine that crashed
+// before it could send Unmount. It returns how many were dropped.
+func (d *Driver) ForgetMounts(name string) (int, error) {
+	v, err := d.lookup(name)
+	if err != nil {
+		return 0, err
+	}
+	v.op.Lock()
+	defer v.op.Unlock()
+	v.mu.Lock()
+	next := *v.rec
+	n := next.MountCount()
+	next.Mounts = nil
+	v.mu.Unlock()
+	if err := d.store.Save(&next); err != nil {
+		return 0, err
+	}
+	v.mu.Lock()
+	v.rec = &next
+	v.mu.Unlock()
+	d.log.WithFields(logrus.Fields{"volume": name, "dropped": n}).Warn("mount ids forgotten")
+	return n, d.stopStack(v, false)
+}
+
 // stopStack stops the filesystem. The base (namespace, and zstor if any)
 // stays up, state idle, so uploads continue and the next Mount is quick;
 // the idle watch stops it once uploads are quiet. Without isolation and

@@ -128,6 +128,7 @@ func (s *Stack) startBase(deadline time.Time) error {
 	p := newProcess("zstor", s.log, func() *exec.Cmd {
 		return s.command(s.d.cfg.Programs.Zstor[0], args...)
 	})
+	p.beforeRun = func() { _ = os.Remove(sock) }
 	if err := p.Start(); err != nil {
 		return err
 	}
@@ -213,6 +214,7 @@ func (s *Stack) startFS(deadline time.Time) error {
 		args = append(args, "--hook", hook)
 	}
 	zdb := newProcess("zdb", s.log, func() *exec.Cmd { return s.command(s.d.cfg.Programs.Zdb[0], args...) })
+	zdb.beforeRun = func() { _ = os.Remove(sock) } // a killed zdb leaves its socket
 	if err := zdb.Start(); err != nil {
 		return err
 	}

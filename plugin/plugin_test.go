@@ -215,6 +215,15 @@ func TestMountOverSocket(t *testing.T) {
 	if !strings.Contains(table.String(), "STATE") || !strings.Contains(table.String(), "mounted") {
 		t.Errorf("table:\n%s", table.String())
 	}
+	// An orphaned ID (engine crashed before Unmount) is dropped by
+	// /Qsfs.ForgetMounts, which stops the filesystem.
+	s.call(t, "/VolumeDriver.Mount", map[string]any{"Name": "m1", "ID": "orphan"})
+	if code, r = s.call(t, ForgetPath, StatusRequest{Name: "m1"}); code != 200 || r["Dropped"] != float64(2) {
+		t.Errorf("forget mounts: %d %v", code, r)
+	}
+	if code, r = s.call(t, ForgetPath, StatusRequest{Name: "nope"}); code != 500 || errOf(r) == "" {
+		t.Errorf("forget mounts of a missing volume: %d %v", code, r)
+	}
 	if code, r = s.call(t, "/VolumeDriver.Unmount", map[string]any{"Name": "m1", "ID": "c1"}); code != 200 {
 		t.Errorf("unmount: %d %v", code, r)
 	}

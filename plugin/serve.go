@@ -23,7 +23,14 @@ import (
 const (
 	UpdatePath = "/Qsfs.Update"
 	StatusPath = "/Qsfs.Status"
+	ForgetPath = "/Qsfs.ForgetMounts"
 )
+
+// ForgetResponse is the answer of /Qsfs.ForgetMounts (request: StatusRequest).
+type ForgetResponse struct {
+	Dropped int    `json:",omitempty"`
+	Err     string `json:",omitempty"`
+}
 
 // UpdateRequest is the body of /Qsfs.Update.
 type UpdateRequest struct {
@@ -74,6 +81,19 @@ func NewHandler(d *driver.Driver) *volume.Handler {
 			return
 		}
 		sdk.EncodeResponse(w, StatusResponse{Status: st}, false)
+	})
+	h.HandleFunc(ForgetPath, func(w http.ResponseWriter, r *http.Request) {
+		var req StatusRequest
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			sdk.EncodeResponse(w, ForgetResponse{Err: "decode request: " + err.Error()}, true)
+			return
+		}
+		n, err := d.ForgetMounts(req.Name)
+		if err != nil {
+			sdk.EncodeResponse(w, ForgetResponse{Dropped: n, Err: err.Error()}, true)
+			return
+		}
+		sdk.EncodeResponse(w, ForgetResponse{Dropped: n}, false)
 	})
 	return h
 }

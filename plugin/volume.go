@@ -82,6 +82,16 @@ func VolumeMain(args []string) int {
 			return 1
 		}
 		fmt.Printf("%s: %s\n", name, msg)
+	case "forget-mounts":
+		var resp ForgetResponse
+		if err := c.Call(ForgetPath, StatusRequest{Name: name}, &resp); err != nil || resp.Err != "" {
+			if err == nil {
+				err = fmt.Errorf("%s", resp.Err)
+			}
+			fmt.Fprintf(os.Stderr, "qsfs volume forget-mounts: %v\n", err)
+			return 1
+		}
+		fmt.Printf("%s: dropped %d mount references\n", name, resp.Dropped)
 	case "status":
 		st, err := c.Status(name)
 		if err != nil {
@@ -100,6 +110,9 @@ func volumeUsage(w io.Writer) {
 	fmt.Fprintln(w, `usage:
   qsfs volume update NAME -o key=value [-o key=value ...] [--socket PATH]
   qsfs volume status NAME [--socket PATH]
+  qsfs volume forget-mounts NAME [--socket PATH]
+                               drop mount IDs orphaned by a crashed engine
+                               (no container may use the volume)
   qsfs volume teardown ID...   remove the network namespace, veth and host
                                rules of volume ids left behind (no plugin needed)`)
 }
