@@ -307,6 +307,10 @@ func execute(eng *engine.Engine, c *proto.Command, log *logrus.Entry) *proto.Res
 			if rerr := os.Remove(c.File); rerr != nil {
 				log.WithError(rerr).WithField("file", c.File).Warn("delete after store failed")
 			}
+			// The hook's copy directory goes with its last file.
+			if dir := filepath.Dir(c.File); strings.HasPrefix(filepath.Base(dir), hookTmpPrefix) {
+				os.Remove(dir) // fails while not empty
+			}
 		}
 		if err == nil {
 			log.WithFields(logrus.Fields{"file": c.File, "bytes": res.Size, "skipped": res.Skipped, "seconds": time.Since(start).Seconds()}).Info("stored")

@@ -27,6 +27,7 @@ const (
 	EnvNamespaces = "QSFS_HOOK_NAMESPACES" // namespaces restored by namespaces-init (default zdbfs-meta,zdbfs-data)
 	EnvHookLog    = "QSFS_HOOK_LOG"        // optional log file of the hook
 	tempNamespace = "zdbfs-temp"
+	hookTmpPrefix = "zdb.hook.tmp." // copies of index files, as hook.sh names them
 )
 
 // hookEnv is what the hook needs to act.
@@ -167,7 +168,7 @@ func nsOf(p string) string { return filepath.Base(filepath.Dir(p)) }
 // directory; the copies are deleted after upload.
 func (h *hookEnv) jumpIndex(old string, dirty []string) error {
 	dir := filepath.Dir(old)
-	tmp, err := os.MkdirTemp("", "zdb.hook.tmp.")
+	tmp, err := os.MkdirTemp("", hookTmpPrefix)
 	if err != nil {
 		return err
 	}

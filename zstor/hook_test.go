@@ -115,7 +115,9 @@ func TestHookArchiveEvictRestore(t *testing.T) {
 	if err := os.Symlink(testbin.Path(t), hook); err != nil {
 		t.Fatal(err)
 	}
-	env := []string{"QSFS_ZSTOR_CONFIG=" + cfgPath, "QSFS_ZDB_INDEX=" + filepath.Join(vol, "index"), "QSFS_ZDB_DATA=" + filepath.Join(vol, "data")}
+	hookTmp := filepath.Join(dir, "hooktmp")
+	os.Mkdir(hookTmp, 0o755)
+	env := []string{"QSFS_ZSTOR_CONFIG=" + cfgPath, "QSFS_ZDB_INDEX=" + filepath.Join(vol, "index"), "QSFS_ZDB_DATA=" + filepath.Join(vol, "data"), "TMPDIR=" + hookTmp}
 	port := freeTCPPort(t)
 	z := startLocalZdb(t, vol, hook, port, env)
 	c := z.conn(t)
@@ -176,6 +178,12 @@ func TestHookArchiveEvictRestore(t *testing.T) {
 			}
 		}
 		return true
+	})
+
+	// The index copies made by jump-index are gone once uploaded.
+	waitFor(t, 30*time.Second, "hook copies removed", func() bool {
+		entries, _ := os.ReadDir(hookTmp)
+		return len(entries) == 0
 	})
 
 	// Disaster: all local state and the daemon gone; the same config on a
