@@ -61,6 +61,12 @@ func printStatus(w io.Writer, cfg *config.Config, log *logrus.Entry) error {
 	if cfg.Socket == "" {
 		return nil
 	}
+	conn, err := dialDaemon(cfg.Socket)
+	if err != nil {
+		fmt.Fprintln(w, "\ndaemon: not running (no answer on", cfg.Socket+")")
+		return nil
+	}
+	conn.Close()
 	b, err := os.ReadFile(statusFile(cfg.Socket))
 	if err != nil {
 		fmt.Fprintln(w, "\ndaemon: not running (no status at", statusFile(cfg.Socket)+")")
