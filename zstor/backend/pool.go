@@ -83,3 +83,32 @@ func (p *Pool) Close() {
 		delete(p.idle, k)
 	}
 }
+
+// Do runs fn on a connection to b. When fn fails on a reused connection
+// with a transport error (the server may have dropped an idle connection),
+// it is retried once on a fresh one.
+func (p *Pool) Do(b config.Backend, m Mode, fn func(c *Conn) error) error {
+	k := poolKey(b, m)
+	p.mu.Lock()
+	var c *Conn
+	if l := p.idle[k]; len(l) > 0 {
+		c = l[len(l)-1]
+		p.idle[k] = l[:len(l)-1]
+	}
+	p.mu.Unlock()
+	if c != nil {
+		err := fn(c)
+		if err == nil || !c.broken {
+			p.Put(c, m)
+			return err
+		}
+		c.Close()
+	}
+	c, err := Dial(b, m, p.Timeout)
+	if err != nil {
+		return err
+	}
+	err = fn(c)
+	p.Put(c, m)
+	return err
+}

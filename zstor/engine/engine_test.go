@@ -173,3 +173,36 @@ func TestStoreSkipsUnreachableBackend(t *testing.T) {
 		t.Fatal("content differs")
 	}
 }
+
+// TestPooledConnectionsAfterBackendRestart: with no parity (4+0), every
+// shard needs its backend, so idle pooled connections that a restarted
+// backend dropped must be replaced transparently.
+func TestPooledConnectionsAfterBackendRestart(t *testing.T) {
+	cl := zdbtest.StartCluster(t, 4)
+	e := newEngine(t, cl.Config(4, 4, 0, 0))
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	os.WriteFile(a, testData(3<<20, 1), 0o644)
+	os.WriteFile(b, testData(1<<20, 2), 0o644)
+	if _, err := e.Store(a, ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, z := range cl.All {
+		z.Stop()
+		z.Start()
+	}
+	os.Remove(a)
+	if _, err := e.Retrieve(a); err != nil {
+		t.Fatalf("retrieve over stale pooled connections: %v", err)
+	}
+	if got, _ := os.ReadFile(a); !bytes.Equal(got, testData(3<<20, 1)) {
+		t.Fatal("content differs")
+	}
+	for _, z := range cl.All {
+		z.Stop()
+		z.Start()
+	}
+	if _, err := e.Store(b, ""); err != nil {
+		t.Fatalf("store over stale pooled connections: %v", err)
+	}
+}

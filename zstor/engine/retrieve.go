@@ -185,16 +185,16 @@ func (e *Engine) fetchBlob(md *meta.MetaData) ([]byte, error) {
 }
 
 func (e *Engine) readShard(si meta.ShardInfo, dst []byte) ([]byte, error) {
-	c, err := e.Pool.Get(si.Backend, backend.Sequential)
-	if err != nil {
-		return nil, err
-	}
 	keys := make([][]byte, len(si.Keys))
 	for i, k := range si.Keys {
 		keys[i] = k.Bytes()
 	}
-	data, err := c.ReadShard(keys, dst)
-	e.Pool.Put(c, backend.Sequential)
+	var data []byte
+	err := e.Pool.Do(si.Backend, backend.Sequential, func(c *backend.Conn) error {
+		var err error
+		data, err = c.ReadShard(keys, dst[:0])
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}

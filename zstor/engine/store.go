@@ -223,22 +223,12 @@ func (e *Engine) placeAndWrite(cfg *config.Config, shards [][]byte, sums []codec
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				var sum codec.Checksum
-				var h interface {
-					Write([]byte) (int, error)
-					Sum([]byte) []byte
-				}
-				if sums == nil {
-					h = codec.NewHash()
-				}
-				ids, err := e.writeShard(chosen[i], shards[i], h)
+				ids, sum, err := e.writeShard(chosen[i], shards[i], sums == nil)
 				if err != nil {
 					errs[i] = err
 					return
 				}
-				if sums == nil {
-					h.Sum(sum[:0])
-				} else {
+				if sums != nil {
 					sum = sums[i]
 				}
 				keys := make([]meta.Key, len(ids))
@@ -339,32 +329,34 @@ func choose(pol backend.Placement, groups [][]config.Backend, keep []*meta.Shard
 	return best, nil
 }
 
-// writeShard writes one shard to b after checking it is reachable and has
-// space.
-func (e *Engine) writeShard(b config.Backend, data []byte, h interface{ Write([]byte) (int, error) }) ([]uint64, error) {
-	c, err := e.Pool.Get(b, backend.Sequential)
-	if err != nil {
-		return nil, err
-	}
-	info, err := c.NSInfo()
-	if err != nil {
-		c.Close()
-		return nil, err
-	}
-	if free := backend.FreeSpace(info); free >= 0 && free < int64(len(data)) {
-		e.Pool.Put(c, backend.Sequential)
-		return nil, fmt.Errorf("backend %s: no space left (%d bytes free, shard of %d)", b.Address, free, len(data))
-	}
-	var onChunk func([]byte)
-	if h != nil {
-		onChunk = func(p []byte) { h.Write(p) }
-	}
-	ids, err := c.WriteShard(data, onChunk)
-	e.Pool.Put(c, backend.Sequential)
-	if err != nil {
-		return nil, err
-	}
-	return ids, nil
+// writeShard writes one shard to b after checking it has space, and
+// returns its ids and, when sum is true, its checksum computed while the
+// chunks were sent.
+func (e *Engine) writeShard(b config.Backend, data []byte, sum bool) ([]uint64, codec.Checksum, error) {
+	var ids []uint64
+	var cs codec.Checksum
+	err := e.Pool.Do(b, backend.Sequential, func(c *backend.Conn) error {
+		info, err := c.NSInfo()
+		if err != nil {
+			return err
+		}
+		if free := backend.FreeSpace(info); free >= 0 && free < int64(len(data)) {
+			return fmt.Errorf("backend %s: no space left (%d bytes free, shard of %d)", b.Address, free, len(data))
+		}
+		var onChunk func([]byte)
+		h := codec.NewHash() // per attempt: a retried attempt starts over
+		if sum {
+			onChunk = func(p []byte) { h.Write(p) }
+		}
+		if ids, err = c.WriteShard(data, onChunk); err != nil {
+			return err
+		}
+		if sum {
+			h.Sum(cs[:0])
+		}
+		return nil
+	})
+	return ids, cs, err
 }
 
 var errTooFew = errors.New("not enough shards")

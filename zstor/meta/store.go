@@ -68,13 +68,7 @@ func (s *Store) each(fn func(i int, c *backend.Conn) error) []error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := s.pool.Get(b, backend.UserKey)
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			errs[i] = fn(i, c)
-			s.pool.Put(c, backend.UserKey)
+			errs[i] = s.pool.Do(b, backend.UserKey, func(c *backend.Conn) error { return fn(i, c) })
 		}()
 	}
 	wg.Wait()
@@ -166,13 +160,12 @@ func (s *Store) Get(key string) ([]byte, error) {
 	ch := make(chan result, len(s.Backends))
 	for i, b := range s.Backends {
 		go func() {
-			c, err := s.pool.Get(b, backend.UserKey)
-			if err != nil {
-				ch <- result{i, nil, err}
-				return
-			}
-			v, err := c.Get([]byte(key))
-			s.pool.Put(c, backend.UserKey)
+			var v []byte
+			err := s.pool.Do(b, backend.UserKey, func(c *backend.Conn) error {
+				var err error
+				v, err = c.Get([]byte(key))
+				return err
+			})
 			ch <- result{i, v, err}
 		}()
 	}
