@@ -29,6 +29,8 @@ type zdbProc struct {
 	out  *lockedBuffer
 	done chan struct{}
 	err  error
+	// retries counts restarts after losing the probed port to another process
+	retries int
 }
 
 type lockedBuffer struct {
@@ -105,6 +107,20 @@ func (p *zdbProc) start() {
 		}
 		select {
 		case <-p.done:
+			if strings.Contains(p.out.String(), "address already in use") && p.retries < 3 {
+				// another process took the free port between our probe and
+				// zdb's bind: pick a new one
+				p.retries++
+				old := strconv.Itoa(p.port)
+				p.port = freePort(t)
+				for i, a := range p.args {
+					if a == old && i > 0 && p.args[i-1] == "--port" {
+						p.args[i] = strconv.Itoa(p.port)
+					}
+				}
+				p.start()
+				return
+			}
 			t.Fatalf("zdb exited early: %v\n%s", p.err, p.out)
 		default:
 		}
