@@ -79,10 +79,20 @@ func (ns *Namespace) load() error {
 			return err
 		}
 	}
-	return ns.openCurrent(last)
+	if err := ns.openCurrent(last); err != nil {
+		return err
+	}
+	for i := range ns.repairs {
+		if err := ns.flagDeletedOnDisk(&ns.repairs[i]); err != nil {
+			ns.store.log.WithField("ns", ns.name).Warnf("flag superseded index record: %v", err)
+		}
+	}
+	ns.repairs = nil
+	return nil
 }
 
 func (ns *Namespace) resetMemory() {
+	ns.repairs = nil
 	ns.keys = make(map[string]*entry)
 	ns.seq = nil
 	ns.seqBase = nil
@@ -215,10 +225,15 @@ func (ns *Namespace) replay(fileID, off uint32, it indexItem, key []byte) {
 		}
 		return
 	}
+	ns.replayHadPrev = false
 	if e.deleted() {
 		return
 	}
 	if old, ok := ns.keys[string(key)]; ok {
+		// two live records for one key: a crash hit between appending the
+		// new record and flagging the old one; flag it once files are open
+		ns.replayPrev, ns.replayHadPrev = *old, true
+		ns.repairs = append(ns.repairs, *old)
 		ns.dataSize -= int64(old.length)
 		*old = e
 	} else {
@@ -240,8 +255,15 @@ func (ns *Namespace) unreplayLast(fileID, off uint32, it indexItem, key []byte) 
 		return
 	}
 	if e, ok := ns.keys[string(key)]; ok && e.idxID == fileID && e.idxOff == off {
+		ns.dataSize -= int64(e.length)
+		if ns.replayHadPrev {
+			// the torn record overwrote a key: its previous version stays
+			*e = ns.replayPrev
+			ns.dataSize += int64(e.length)
+			ns.repairs = ns.repairs[:len(ns.repairs)-1]
+			return
+		}
 		delete(ns.keys, string(key))
 		ns.entries--
-		ns.dataSize -= int64(e.length)
 	}
 }

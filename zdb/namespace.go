@@ -74,9 +74,14 @@ type Namespace struct {
 	nextEntry uint64
 	dirty     map[uint32]struct{}
 	written   bool // a write since the last rotation
-	lastJump  time.Time
-	lastSync  time.Time
-	wbuf      []byte
+
+	// replay state while loading (user-key mode)
+	replayPrev    entry
+	replayHadPrev bool
+	repairs       []entry // superseded records still live on disk
+	lastJump      time.Time
+	lastSync      time.Time
+	wbuf          []byte
 
 	stats nsStats
 }

@@ -352,6 +352,55 @@ func TestTornWriteRecovery(t *testing.T) {
 	p.restart(syscall.SIGKILL)
 	c = p.dial("unix")
 	expect(t, c, "*[$alpha $bravo $charlie $delta]", "MGET", "a", "b", "c", "d")
+	p.stop(syscall.SIGTERM)
+
+	// a torn overwrite of "a" keeps the previous version
+	appendRecord(t, idx, dat, "a", "ALPHA!", 3, true)
+	p.start()
+	c = p.dial("unix")
+	expect(t, c, "$alpha", "GET", "a")
+	p.stop(syscall.SIGTERM)
+	// a complete overwrite whose old record was never flagged (crash
+	// between the two writes): the new one wins and SCAN sees "a" once
+	appendRecord(t, idx, dat, "a", "ALPHA!", 4, false)
+	p.start()
+	c = p.dial("unix")
+	expect(t, c, "$ALPHA!", "GET", "a")
+	expect(t, c, ":4", "DBSIZE")
+	if got := scanAll(t, c, "SCAN"); fmt.Sprint(got) != "[b c d a]" {
+		t.Fatalf("SCAN after repair = %v", got)
+	}
+	p.restart(syscall.SIGTERM)
+	c = p.dial("unix")
+	expect(t, c, "*[$ALPHA! $bravo $charlie $delta]", "MGET", "a", "b", "c", "d")
+}
+
+// appendRecord appends a data entry and its index record for key as a
+// crashed writer would leave them; torn cuts the payload short.
+func appendRecord(t *testing.T, idx, dat, key, value string, ts uint32, torn bool) {
+	t.Helper()
+	dsize, err := os.Stat(dat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ib, _ := os.ReadFile(idx)
+	var prev uint32
+	for off := indexHeaderSize; off < len(ib); off += indexItemSize + int(ib[off]) {
+		prev = uint32(off)
+	}
+	crc := crc32c([]byte(value))
+	it := indexItem{idLength: uint8(len(key)), offset: uint32(dsize.Size()), length: uint32(len(value)), previous: prev, crc: crc, timestamp: ts}
+	rec := make([]byte, indexItemSize)
+	it.encode(rec)
+	de := dataEntry{idLength: uint8(len(key)), length: uint32(len(value)), crc: crc, timestamp: ts}
+	dh := make([]byte, dataEntrySize)
+	de.encode(dh)
+	payload := value
+	if torn {
+		payload = value[:len(value)/2]
+	}
+	appendFile(t, dat, append(append(dh, key...), payload...))
+	appendFile(t, idx, append(rec, key...))
 }
 
 func appendFile(t *testing.T, p string, b []byte) {
