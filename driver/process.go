@@ -103,7 +103,9 @@ func (p *Process) run() error {
 	p.cmd, p.running, p.exited = cmd, true, exited
 	p.mu.Unlock()
 	p.log.WithField("pid", cmd.Process.Pid).Debug("process started")
+	outDone := make(chan struct{})
 	go func() {
+		defer close(outDone)
 		sc := bufio.NewScanner(r)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
@@ -115,6 +117,12 @@ func (p *Process) run() error {
 	}()
 	go func() {
 		err := cmd.Wait()
+		// Let the last lines reach the ring before anyone reads it; a
+		// grandchild (a zdb hook) may keep the pipe open, so not forever.
+		select {
+		case <-outDone:
+		case <-time.After(500 * time.Millisecond):
+		}
 		p.mu.Lock()
 		p.running = false
 		p.exits++

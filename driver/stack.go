@@ -301,8 +301,12 @@ func (s *Stack) stopFS() error {
 		}
 	}
 	if s.zdb != nil {
+		pgid := s.zdb.Status().Pid // zdb leads its process group; its hooks are in it
 		s.zdb.Stop(syscall.SIGTERM, s.d.cfg.StopTimeout)
 		s.lock(func() { s.zdb = nil })
+		if pgid > 0 && !waitGroupGone(pgid, s.d.cfg.StopTimeout) {
+			s.log.Warn("zdb hook processes still run after the stop timeout")
+		}
 	}
 	return errors.Join(errs...)
 }

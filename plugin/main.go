@@ -101,6 +101,9 @@ func Run(ctx context.Context, set *Settings, log *logrus.Logger) error {
 	if err != nil {
 		return err
 	}
+	reapCtx, stopReaping := context.WithCancel(context.Background())
+	defer stopReaping()
+	go reapOrphans(reapCtx, d.OwnsPID, log)
 	l, err := Listen(set.Socket)
 	if err != nil {
 		return err
