@@ -232,10 +232,7 @@ func cmdScan(c *session, args [][]byte)  { c.scanCommand(args, false) }
 func cmdRScan(c *session, args [][]byte) { c.scanCommand(args, true) }
 
 func (c *session) scanCommand(args [][]byte, backward bool) {
-	if len(args) > 2 {
-		c.rw.err("Unexpected arguments")
-		return
-	}
+	// like official, arguments after the cursor are ignored
 	ns := c.ns
 	ns.mu.RLock()
 	defer ns.mu.RUnlock()
@@ -244,7 +241,7 @@ func (c *session) scanCommand(args [][]byte, backward bool) {
 		return
 	}
 	var start *cursor
-	if len(args) == 2 {
+	if len(args) >= 2 {
 		cur, ok := decodeCursor(args[1])
 		if ok {
 			_, ok = ns.readRecord(cur)
@@ -298,47 +295,84 @@ func historyKey(id, off uint32) []byte {
 
 func cmdHistory(c *session, args [][]byte) {
 	if len(args) != 2 && len(args) != 3 {
-		c.rw.err("Unexpected arguments")
+		c.rw.err("Invalid arguments")
 		return
 	}
-	c.readKey(args[1], func(ns *Namespace, e *entry) {
+	if len(args[1]) > maxKeyLength {
+		c.rw.err("Invalid key")
+		return
+	}
+	ns := c.ns
+	ns.mu.RLock()
+	defer ns.mu.RUnlock()
+	if ns.frozen {
+		c.rw.err(string(errFrozen))
+		return
+	}
+	var ver entry
+	if len(args) == 2 {
+		e := ns.liveLookup(args[1])
 		if e == nil {
 			c.rw.err("Key not found")
 			return
 		}
-		ver := *e
-		if len(args) == 3 {
-			if len(args[2]) != 8 {
-				c.rw.err("No more history")
-				return
-			}
-			id, off := binary.LittleEndian.Uint32(args[2]), binary.LittleEndian.Uint32(args[2][4:])
-			f, err := ns.file(true, id)
-			if err != nil || off < indexHeaderSize {
-				c.rw.err("No more history")
-				return
-			}
-			b := make([]byte, indexItemSize)
-			if _, err := f.ReadAt(b, int64(off)); err != nil {
-				c.rw.err("No more history")
-				return
-			}
-			it := decodeIndexItem(b)
-			ver = entry{dataID: maxU32(it.dataID, id), offset: it.offset, length: it.length, crc: it.crc, ts: it.timestamp,
-				idxID: id, idxOff: off, parentID: it.parentID, parentOff: it.parentOff, flags: it.flags, keyLen: it.idLength}
-		}
-		payload, err := ns.readPayload(&ver, nil)
-		if err != nil {
-			c.rw.err("Internal Error")
+		ver = *e
+	} else {
+		// an older version, named by a key HISTORY returned; the key must
+		// match the record so crafted offsets are refused
+		if len(args[2]) != 8 {
+			c.rw.err("Invalid arguments")
 			return
 		}
-		c.rw.array(3)
-		if ver.parentOff == 0 {
-			c.rw.null()
-		} else {
-			c.rw.bulk(historyKey(ver.parentID, ver.parentOff))
+		id, off := binary.LittleEndian.Uint32(args[2]), binary.LittleEndian.Uint32(args[2][4:])
+		if id == 0 && off == 0 {
+			c.rw.err("No more history")
+			return
 		}
-		c.rw.bulkString(strconv.FormatUint(uint64(ver.ts), 10))
-		c.rw.bulk(payload)
-	})
+		rec, ok := ns.readRecordAt(id, off, len(args[1]))
+		if !ok {
+			c.rw.err("Invalid arguments (index query)")
+			return
+		}
+		if string(rec.key) != string(args[1]) {
+			c.rw.err("Invalid arguments (invalid key)")
+			return
+		}
+		it := rec.item
+		ver = entry{dataID: maxU32(it.dataID, id), offset: it.offset, length: it.length, crc: it.crc, ts: it.timestamp,
+			idxID: id, idxOff: off, parentID: it.parentID, parentOff: it.parentOff, flags: it.flags, keyLen: it.idLength}
+	}
+	payload, err := ns.readPayload(&ver, nil)
+	if err != nil {
+		c.rw.err("Internal Error")
+		return
+	}
+	c.rw.array(3)
+	if ver.parentID == 0 && ver.parentOff == 0 {
+		c.rw.null()
+	} else {
+		c.rw.bulk(historyKey(ver.parentID, ver.parentOff))
+	}
+	c.rw.bulkString(strconv.FormatUint(uint64(ver.ts), 10))
+	c.rw.bulk(payload)
+}
+
+// readRecordAt reads the index record at (id, off) with a key of keyLen.
+func (ns *Namespace) readRecordAt(id, off uint32, keyLen int) (*record, bool) {
+	if id > ns.curID || off < indexHeaderSize {
+		return nil, false
+	}
+	f, err := ns.file(true, id)
+	if err != nil {
+		return nil, false
+	}
+	b := make([]byte, indexItemSize+keyLen)
+	if _, err := f.ReadAt(b, int64(off)); err != nil {
+		return nil, false
+	}
+	it := decodeIndexItem(b)
+	if int(it.idLength) != keyLen {
+		return nil, false
+	}
+	return &record{fileID: id, off: off, item: it, key: b[indexItemSize:]}, true
 }

@@ -85,10 +85,16 @@ func TestScanKeyCurHistory(t *testing.T) {
 	if string(h.Array[2].Str) != "new" {
 		t.Fatalf("HISTORY step 1 = %s", fmtReply(h))
 	}
-	h = do(t, c, "HISTORY", "k05", h.Array[0].Str)
+	older := h.Array[0].Str
+	h = do(t, c, "HISTORY", "k05", older)
 	if !h.Array[0].Nil || string(h.Array[2].Str[:4]) != "v5-0" {
 		t.Fatalf("HISTORY oldest = %.80s", fmtReply(h))
 	}
+	expect(t, c, "-Invalid arguments (invalid key)", "HISTORY", "k04", older)
+	expect(t, c, "-No more history", "HISTORY", "k05", make([]byte, 8))
+	expect(t, c, "-Invalid arguments", "HISTORY", "k05", "short")
+	expect(t, c, "-Invalid arguments", "HISTORY")
+	expect(t, c, "-Key not found", "HISTORY", "k06")
 	// DATA RAW on the first data entry
 	d := do(t, c, "DATA", "RAW", "0", "28")
 	if len(d.Array) != 6 || string(d.Array[0].Str) != "k00" || d.Array[1].Int != 0 || len(d.Array[2].Str) != 10 || d.Array[3].Int != 0 {
