@@ -96,7 +96,7 @@ func openBackends(o *Options, log *logrus.Entry) (*backends, uint64, error) {
 	}
 	b := &backends{
 		meta: newNamespace(o.Meta, 4),
-		data: newNamespace(o.Data, 8),
+		data: newNamespace(o.Data, 16),
 		temp: newNamespace(o.Temp, 1),
 	}
 	size := o.Size

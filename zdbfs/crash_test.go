@@ -125,3 +125,19 @@ func TestBackgroundAutoUnmount(t *testing.T) {
 		t.Fatal("mount still there after zdbfs was killed with auto_unmount")
 	}
 }
+
+// TestTruncateAfterRemount truncates files that were not opened since the
+// mount, by path.
+func TestTruncateAfterRemount(t *testing.T) {
+	s := newStack(t)
+	s.mount()
+	writeFile(t, filepath.Join(s.mnt, "f"), strings.Repeat("y", 200000))
+	s.unmount()
+	s.mount()
+	must(t, os.Truncate(filepath.Join(s.mnt, "f"), 150000))
+	must(t, os.Truncate(filepath.Join(s.mnt, "f"), 160000))
+	got := readFile(t, filepath.Join(s.mnt, "f"))
+	if len(got) != 160000 || got[:150000] != strings.Repeat("y", 150000) || strings.Trim(got[150000:], "\x00") != "" {
+		t.Fatalf("after truncates: %d bytes", len(got))
+	}
+}

@@ -2,6 +2,7 @@ package zdbfs
 
 import (
 	"container/list"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -36,6 +37,19 @@ type fetch struct {
 }
 
 func (fs *FS) account(delta int64) { atomic.AddInt64(&fs.cacheBytes, delta) }
+
+// blockPool recycles full-size block buffers.
+var blockPool = sync.Pool{New: func() any { b := make([]byte, blockSize); return &b }}
+
+func getBuf() []byte { return (*blockPool.Get().(*[]byte))[:0] }
+
+// putBuf recycles a buffer no one else references.
+func putBuf(b []byte) {
+	if cap(b) == blockSize {
+		b = b[:0]
+		blockPool.Put(&b)
+	}
+}
 
 // setClean puts b in the clean LRU (or refreshes its position).
 func (fs *FS) touch(n *node, idx uint32, b *block) {
@@ -83,10 +97,15 @@ func (fs *FS) dropBlocks(n *node, from uint32) {
 		}
 		if b.dirty {
 			atomic.AddInt64(&fs.dirtyBytes, -blockSize)
+			b.dirty = false
 		}
 		fs.untrack(b)
 		fs.account(-int64(cap(b.data)))
 		delete(n.cache, idx)
+		if !b.flushing {
+			putBuf(b.data)
+		}
+		b.data = nil
 	}
 }
 
@@ -109,6 +128,8 @@ func (fs *FS) evict() {
 			fs.untrack(cur)
 			delete(ref.n.cache, ref.idx)
 			fs.account(-int64(cap(cur.data)))
+			putBuf(cur.data)
+			cur.data = nil
 		}
 		ref.n.mu.Unlock()
 	}
@@ -337,19 +358,27 @@ func (fs *FS) writeAt(n *node, data []byte, off uint64) ([]uint32, syscall.Errno
 		need := int(in + chunk)
 		if b.flushing {
 			// the block's bytes are being sent to zdb: copy on write
-			nb := make([]byte, len(b.data), max(need, cap(b.data)))
+			nb := getBuf()[:len(b.data)]
 			copy(nb, b.data)
 			fs.account(int64(cap(nb) - cap(b.data)))
 			b.data = nb
 		}
 		if need > len(b.data) {
 			if need > cap(b.data) {
-				c := need
-				if c < blockSize && c < 2*cap(b.data) {
-					c = min(2*cap(b.data), blockSize)
+				var nb []byte
+				if need > blockSize/4 || cap(b.data) >= blockSize/8 {
+					nb = getBuf()[:need]
+					if uint64(len(b.data)) < in {
+						clear(nb[len(b.data):in])
+					}
+				} else {
+					// small files stay small in memory
+					nb = make([]byte, need, min(2*need, blockSize))
 				}
-				nb := make([]byte, need, c)
 				copy(nb, b.data)
+				if !b.flushing && cap(b.data) == blockSize {
+					putBuf(b.data)
+				}
 				fs.account(int64(cap(nb) - cap(b.data)))
 				b.data = nb
 			} else {
@@ -382,6 +411,9 @@ func (fs *FS) writeAt(n *node, data []byte, off uint64) ([]uint32, syscall.Errno
 func (fs *FS) truncate(n *node, size uint64) syscall.Errno {
 	if size/blockSize >= maxBlocks {
 		return syscall.EFBIG
+	}
+	if n.cache == nil {
+		n.cache = map[uint32]*block{}
 	}
 	if size < n.attr.Size {
 		keep := uint32((size + blockSize - 1) / blockSize)

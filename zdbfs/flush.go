@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/qsfs/qsfs/zdb/client"
 	"github.com/qsfs/qsfs/zdbfs/layout"
@@ -147,6 +148,7 @@ func (fs *FS) runJobs(jobs []*bjob) error {
 // writeBehind writes full blocks in the background.
 func (fs *FS) writeBehind() {
 	for job := range fs.wb {
+		atomic.AddInt64(&fs.wbBusy, 1)
 		jobs := fs.collectJobs(job.n, []uint32{job.idx}, nil)
 	more:
 		for len(jobs) < 32 {
@@ -164,6 +166,7 @@ func (fs *FS) writeBehind() {
 		if err := fs.runJobs(jobs); err != nil {
 			fs.log.Warnf("write-behind: %v", err)
 		}
+		atomic.AddInt64(&fs.wbBusy, -1)
 		fs.evict()
 	}
 }
@@ -213,17 +216,25 @@ func (fs *FS) flushData() error {
 	return err
 }
 
-// throttle makes writers wait while too much dirty data is buffered.
+// throttle makes writers wait while too much dirty data is buffered: for
+// write-behind to drain it, or, when write-behind has nothing to do (partial
+// blocks), by writing the dirty blocks back itself.
 func (fs *FS) throttle() error {
-	if atomic.LoadInt64(&fs.dirtyBytes) <= fs.budget/2 {
-		return nil
+	limit := fs.budget / 2
+	for atomic.LoadInt64(&fs.dirtyBytes) > limit {
+		if len(fs.wb) > 0 || atomic.LoadInt64(&fs.wbBusy) > 0 {
+			time.Sleep(200 * time.Microsecond)
+			continue
+		}
+		fs.dataMu.Lock()
+		var err error
+		if atomic.LoadInt64(&fs.dirtyBytes) > limit {
+			err = fs.flushData()
+		}
+		fs.dataMu.Unlock()
+		return err
 	}
-	fs.dataMu.Lock()
-	defer fs.dataMu.Unlock()
-	if atomic.LoadInt64(&fs.dirtyBytes) <= fs.budget/2 {
-		return nil
-	}
-	return fs.flushData()
+	return nil
 }
 
 // flush writes everything dirty to zdb in the order described above.

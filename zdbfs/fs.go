@@ -53,6 +53,7 @@ type FS struct {
 	lru        *list.List
 	cacheBytes int64
 	dirtyBytes int64
+	wbBusy     int64 // write-behind workers at work
 	budget     int64
 	wb         chan wbJob
 

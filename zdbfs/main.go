@@ -266,8 +266,11 @@ func (fs *FS) background(stop <-chan struct{}) {
 	}
 }
 
-// sweep forgets clean inodes the kernel no longer references.
+// sweep forgets clean inodes the kernel no longer references. It holds
+// flushMu so that no inode is in the middle of being written back.
 func (fs *FS) sweep() {
+	fs.flushMu.Lock()
+	defer fs.flushMu.Unlock()
 	fs.nodesMu.Lock()
 	if len(fs.nodes) < 100000 {
 		fs.nodesMu.Unlock()

@@ -13,7 +13,7 @@ const (
 	defaultHost      = "localhost"
 	defaultPort      = 9900
 	defaultSize      = 10 << 30
-	defaultCacheSize = 256 // blocks of 128 KiB, for the whole process
+	defaultCacheSize = 512 // blocks of 128 KiB (64 MiB), for the whole process
 	defaultTempPass  = "hello"
 
 	nsMeta = "zdbfs-meta"
