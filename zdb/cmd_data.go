@@ -71,7 +71,7 @@ func cmdGet(c *session, args [][]byte) {
 			c.rw.err("Internal Error")
 			return
 		}
-		c.scratch = buf[:0]
+		c.keepScratch(buf)
 		c.rw.bulk(buf)
 	})
 }
@@ -103,7 +103,7 @@ func cmdMGet(c *session, args [][]byte) {
 			c.rw.null()
 			continue
 		}
-		c.scratch = buf[:0]
+		c.keepScratch(buf)
 		c.rw.bulk(buf)
 	}
 }
@@ -160,7 +160,7 @@ func cmdCheck(c *session, args [][]byte) {
 			c.rw.integer(0)
 			return
 		}
-		c.scratch = buf[:0]
+		c.keepScratch(buf)
 		c.rw.integer(1)
 	})
 }
@@ -196,4 +196,13 @@ func cmdDBSize(c *session, _ [][]byte) {
 	n := c.ns.entries
 	c.ns.mu.RUnlock()
 	c.rw.integer(n)
+}
+
+// keepScratch keeps buf for the next read unless it is large.
+func (c *session) keepScratch(buf []byte) {
+	if cap(buf) > keepBuf {
+		c.scratch = nil
+		return
+	}
+	c.scratch = buf[:0]
 }

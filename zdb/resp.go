@@ -10,6 +10,11 @@ import (
 const (
 	maxArgs     = 1024
 	readBufSize = 64 << 10
+	// maxRequest bounds one request's arguments together (official has no
+	// such bound; no client sends more than a few 8 MiB values at once)
+	maxRequest = 64 << 20
+	// keepBuf is the largest argument buffer kept between requests
+	keepBuf = 4 << 20
 )
 
 // protoError is a request the server answers with an error reply. Fatal
@@ -108,8 +113,13 @@ func (rr *requestReader) read() ([][]byte, error) {
 	if argc > maxArgs {
 		perr = errTooManyArgs
 	}
-	rr.buf = rr.buf[:0]
+	if cap(rr.buf) > keepBuf {
+		rr.buf = make([]byte, 0, 4096)
+	} else {
+		rr.buf = rr.buf[:0]
+	}
 	rr.offs = rr.offs[:0]
+	total := 0
 	for i := 0; i < argc; i++ {
 		line, err := rr.readLine()
 		if err != nil {
@@ -122,7 +132,8 @@ func (rr *requestReader) read() ([][]byte, error) {
 		if !ok || n < 0 {
 			return nil, errMalformed
 		}
-		if n > maxPayload {
+		total += n
+		if n > maxPayload || total > maxRequest {
 			perr = errPayloadTooBig
 		}
 		if perr != nil {

@@ -52,6 +52,7 @@ func TestRequestReader(t *testing.T) {
 		{"negative bulk", "*1\r\n$-1\r\n", "[]", "[Malformed request]", nil},
 		{"truncated", "*2\r\n$3\r\nGET\r\n", "[]", "[]", io.ErrUnexpectedEOF},
 		{"too many", "*1025\r\n" + strings.Repeat("$1\r\na\r\n", 1025) + "*1\r\n$4\r\nPING\r\n", "[[PING]]", "[Too many arguments]", io.EOF},
+		{"request too big", "*9\r\n$3\r\nSET\r\n" + strings.Repeat("$8388608\r\n"+strings.Repeat("y", 8388608)+"\r\n", 8) + "*1\r\n$4\r\nPING\r\n", "[[PING]]", "[Payload too big]", io.EOF},
 		{"payload too big", "*2\r\n$3\r\nSET\r\n$8388609\r\n" + strings.Repeat("x", 8388609) + "\r\n*1\r\n$4\r\nPING\r\n", "[[PING]]", "[Payload too big]", io.EOF},
 	}
 	for _, tt := range tests {
