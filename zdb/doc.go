@@ -35,6 +35,10 @@
 //     is dropped instead of being served.
 //   - A missing active data file at start fires missing-data (waited for)
 //     before an empty one is created as official does.
+//   - One request's arguments together are limited to 64 MiB (official
+//     limits only each argument, to 8 MiB); the reply is -Payload too big.
+//   - A crash between an overwrite's two index writes leaves two live
+//     records for the key; the older one is flagged at the next start.
 //   - The index `dataid` field is written with the real data file id
 //     (official was observed writing 0); on load the larger of the field and
 //     the index file id is used, which reads both forms correctly.
