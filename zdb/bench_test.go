@@ -1,0 +1,127 @@
+package zdb
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// inProcess starts a Server on a temp directory and returns a connected
+// client end; the server side runs in a goroutine (no process, no socket).
+func inProcess(b *testing.B, extra ...string) net.Conn {
+	b.Helper()
+	dir := b.TempDir()
+	opts, err := ParseOptions(append([]string{"--data", dir + "/data", "--index", dir + "/index"}, extra...))
+	if err != nil {
+		b.Fatal(err)
+	}
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	log := logrus.NewEntry(l)
+	hooks := &hookRunner{log: log}
+	store, err := openStore(opts, log, hooks)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(store.Close)
+	srv := &Server{opts: opts, store: store, hooks: hooks, log: log, bootTime: time.Now(), clients: map[*session]struct{}{}}
+	cl, sv := net.Pipe()
+	go srv.handle(sv)
+	b.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+func req(args ...string) []byte {
+	var w bytes.Buffer
+	fmt.Fprintf(&w, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&w, "$%d\r\n%s\r\n", len(a), a)
+	}
+	return w.Bytes()
+}
+
+// benchPipelined sends b.N requests in batches of 16 from one writer
+// goroutine (reusing its buffer) and reads the replies.
+func benchPipelined(b *testing.B, c net.Conn, next func(dst []byte, i int) []byte) {
+	r := bufio.NewReaderSize(c, 256<<10)
+	const depth = 16
+	go func() {
+		var batch []byte
+		for i := 0; i < b.N; i += depth {
+			batch = batch[:0]
+			for j := i; j < min(i+depth, b.N); j++ {
+				batch = next(batch, j)
+			}
+			if _, err := c.Write(batch); err != nil {
+				return
+			}
+		}
+	}()
+	b.ResetTimer()
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		line, err := r.ReadSlice('\n')
+		if err != nil {
+			b.Fatal(err)
+		}
+		switch {
+		case line[0] == '-':
+			b.Fatalf("error reply %q", line)
+		case line[0] == '$' && line[1] != '-':
+			size, _ := strconv.Atoi(string(line[1 : len(line)-2]))
+			r.Discard(size + 2)
+		}
+	}
+}
+
+func BenchmarkSetUser4K(b *testing.B) {
+	c := inProcess(b)
+	v := string(bytes.Repeat([]byte("v"), 4096))
+	benchPipelined(b, c, func(dst []byte, i int) []byte {
+		k := strconv.AppendInt([]byte("key-"), int64(i), 10)
+		dst = append(dst, "*3\r\n$3\r\nSET\r\n$"...)
+		dst = strconv.AppendInt(dst, int64(len(k)), 10)
+		dst = append(append(append(dst, "\r\n"...), k...), "\r\n$4096\r\n"...)
+		return append(append(dst, v...), "\r\n"...)
+	})
+}
+
+func BenchmarkSetSeq4K(b *testing.B) {
+	c := inProcess(b, "--mode", "seq")
+	v := string(bytes.Repeat([]byte("v"), 4096))
+	r := req("SET", "", v)
+	benchPipelined(b, c, func(dst []byte, _ int) []byte { return append(dst, r...) })
+}
+
+func BenchmarkGet4K(b *testing.B) {
+	c := inProcess(b)
+	c.Write(req("SET", "k", string(bytes.Repeat([]byte("v"), 4096))))
+	bufio.NewReader(c).ReadString('\n')
+	r := req("GET", "k")
+	benchPipelined(b, c, func(dst []byte, _ int) []byte { return append(dst, r...) })
+}
+
+func BenchmarkRequestParser(b *testing.B) {
+	one := req("SET", "some-key", string(bytes.Repeat([]byte("v"), 4096)))
+	in := bytes.Repeat(one, 64)
+	br := bytes.NewReader(in)
+	rr := newRequestReader(bufio.NewReaderSize(br, readBufSize))
+	b.SetBytes(int64(len(one)))
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if _, err := rr.read(); err != nil {
+			br.Reset(in)
+			rr.r.Reset(br)
+			if _, err := rr.read(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
