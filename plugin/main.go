@@ -101,6 +101,11 @@ func Run(ctx context.Context, set *Settings, log *logrus.Logger) error {
 	if err != nil {
 		return err
 	}
+	if len(set.Defaults) > 0 {
+		if _, err := (&driver.Parser{Defaults: set.Defaults, SecretsDir: set.SecretsDir}).Parse(nil); err != nil {
+			log.WithError(err).Warn("the plugin-wide volume defaults (QSFS_OPT_*) do not make a valid volume on their own; volumes must add options")
+		}
+	}
 	reapCtx, stopReaping := context.WithCancel(context.Background())
 	defer stopReaping()
 	go reapOrphans(reapCtx, d.OwnsPID, log)
