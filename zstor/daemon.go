@@ -322,6 +322,7 @@ func (d *daemon) reload() {
 		return
 	}
 	old := d.eng.Config()
+	oldMeta := d.eng.Meta()
 	if err := d.eng.Reload(cfg); err != nil {
 		d.log.WithError(err).Error("reload failed, keeping the current config")
 		return
@@ -333,12 +334,18 @@ func (d *daemon) reload() {
 		}
 	}
 	d.log.WithField("removed_backends", len(removed)).Info("config reloaded")
+	metaChanged := !sameBackends(old.Meta.Config.Backends, cfg.Meta.Config.Backends)
 	d.health.probe()
 	d.queue.retryAll()
-	select {
-	case d.repairNow <- struct{}{}:
-	default:
-	}
+	go func() {
+		if metaChanged {
+			d.rebuildMeta(oldMeta, d.eng.Meta())
+		}
+		select {
+		case d.repairNow <- struct{}{}:
+		default:
+		}
+	}()
 }
 
 // requeueFailures queues the failed uploads recorded by an earlier run.

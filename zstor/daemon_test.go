@@ -17,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/qsfs/qsfs/internal/testbin"
+	"github.com/qsfs/qsfs/zdb/client"
 	"github.com/qsfs/qsfs/zstor/config"
 	"github.com/qsfs/qsfs/zstor/engine"
 	"github.com/qsfs/qsfs/zstor/internal/zdbtest"
@@ -213,11 +214,17 @@ func TestDaemonCLIReloadRepair(t *testing.T) {
 	lost.Stop()
 	repl := zdbtest.Start(t)
 	cfg.Groups[2] = config.Group{Backends: []config.Backend{zdbtest.DataBackend(repl)}}
+	// The replacement also takes over metadata backend 3.
+	cfg.Meta.Config.Backends[3] = config.Backend{Address: repl.Addr(), Namespace: config.String(zdbtest.MetaNS), Password: config.String(zdbtest.Password)}
 	writeConfig(t, cfgPath, cfg)
 	m.cmd.Process.Signal(syscall.SIGUSR1)
-	waitFor(t, 60*time.Second, "repair after reload", func() bool {
-		return strings.Contains(m.out.String(), "repair sweep done")
+	waitFor(t, 60*time.Second, "repair and metadata rebuild after reload", func() bool {
+		return strings.Contains(m.out.String(), "repair sweep done") && strings.Contains(m.out.String(), "metadata cluster rebuilt")
 	})
+	if n := metaEntries(t, repl.Addr()); n < len(files)+1 {
+		t.Fatalf("new metadata backend has %d keys, want at least %d\n%s", n, len(files)+1, m.out.String())
+	}
+
 	// Every object's shards are now on distinct backends of the new config.
 	eng, err := engine.New(cfg, logrus.NewEntry(logrus.New()))
 	if err != nil {
@@ -294,4 +301,20 @@ func TestCLIArgs(t *testing.T) {
 			t.Errorf("%v: parsed %+v", tc.args, o)
 		}
 	}
+}
+
+func metaEntries(t *testing.T, addr string) int {
+	t.Helper()
+	c, err := client.Dial("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	info, err := c.NSInfo(zdbtest.MetaNS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	fmt.Sscan(info["entries"], &n)
+	return n
 }

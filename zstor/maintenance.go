@@ -223,3 +223,39 @@ func evictDir(eng *engine.Engine, dir string, limit int64, cache *evictCache, lo
 	}
 	return evicted, nil
 }
+
+func sameBackends(a, b []config.Backend) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !meta.SameBackend(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// rebuildMeta gives new metadata backends their shard of every key after
+// the metadata backends changed (official rebuild_cluster), then starts a
+// repair sweep.
+func (d *daemon) rebuildMeta(old, cur *meta.Store) {
+	d.repairMu.Lock()
+	defer d.repairMu.Unlock()
+	start := time.Now()
+	var keys []string
+	if err := old.Keys("/"+old.Prefix+"/", func(k string) error { keys = append(keys, k); return nil }); err != nil {
+		d.log.WithError(err).Error("metadata cluster rebuild: cannot list the old cluster")
+		return
+	}
+	copied, failed := 0, 0
+	for _, k := range keys {
+		if err := cur.RebuildKey(old, k); err != nil {
+			failed++
+			d.log.WithError(err).WithField("key", k).Warn("metadata cluster rebuild: key not copied")
+			continue
+		}
+		copied++
+	}
+	d.log.WithFields(logrus.Fields{"keys": copied, "failed": failed, "seconds": time.Since(start).Seconds()}).Info("metadata cluster rebuilt")
+}

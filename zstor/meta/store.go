@@ -82,6 +82,12 @@ func EncodeValue(key, plain []byte) ([][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return splitValue(enc)
+}
+
+// splitValue erasure codes an encrypted value into the 4 stored values.
+// It is deterministic: the same encrypted value gives the same shards.
+func splitValue(enc []byte) ([][]byte, error) {
 	shards, err := codec.Split(enc, metaData, metaParity)
 	if err != nil {
 		return nil, err
@@ -97,9 +103,9 @@ func EncodeValue(key, plain []byte) ([][]byte, error) {
 	return vals, nil
 }
 
-// DecodeValue reverses EncodeValue from the values read (nil = missing).
-// It returns nil, nil when no value exists at all.
-func DecodeValue(key []byte, vals [][]byte) ([]byte, error) {
+// joinValue rebuilds the encrypted value from stored values (nil =
+// missing); nil, nil when none exists.
+func joinValue(vals [][]byte) ([]byte, error) {
 	shards := make([][]byte, metaData+metaParity)
 	found, valid := 0, 0
 	for _, v := range vals {
@@ -126,8 +132,14 @@ func DecodeValue(key []byte, vals [][]byte) ([]byte, error) {
 	if valid < metaData {
 		return nil, fmt.Errorf("metadata value is corrupt: need at least %d valid shards, only %d available", metaData, valid)
 	}
-	enc, err := codec.Join(shards, metaData, metaParity)
-	if err != nil {
+	return codec.Join(shards, metaData, metaParity)
+}
+
+// DecodeValue reverses EncodeValue from the values read (nil = missing).
+// It returns nil, nil when no value exists at all.
+func DecodeValue(key []byte, vals [][]byte) ([]byte, error) {
+	enc, err := joinValue(vals)
+	if err != nil || enc == nil {
 		return nil, err
 	}
 	return codec.Decrypt(key, enc)
@@ -276,4 +288,43 @@ func (s *Store) Keys(prefix string, fn func(key string) error) error {
 		}
 		cursor = next
 	}
+}
+
+// RebuildKey gives the backends of s that old does not have at the same
+// position their shard of key, computed from old's shards without
+// re-encrypting, so it matches the shards the other backends hold (the
+// official sparse rebuild). Keys without a value are skipped.
+func (s *Store) RebuildKey(old *Store, key string) error {
+	var missing []int
+	for i, b := range s.Backends {
+		if i >= len(old.Backends) || !SameBackend(b, old.Backends[i]) {
+			missing = append(missing, i)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	vals := make([][]byte, len(old.Backends))
+	old.each(func(i int, c *backend.Conn) error {
+		v, err := c.Get([]byte(key))
+		vals[i] = v
+		return err
+	})
+	enc, err := joinValue(vals)
+	if err != nil || enc == nil {
+		return err
+	}
+	if _, err := codec.Decrypt(s.key, append([]byte(nil), enc...)); err != nil {
+		return fmt.Errorf("metadata %s: %w", key, err)
+	}
+	nv, err := splitValue(enc)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, i := range missing {
+		b := s.Backends[i]
+		errs = append(errs, s.pool.Do(b, backend.UserKey, func(c *backend.Conn) error { return c.Set([]byte(key), nv[i]) }))
+	}
+	return errors.Join(errs...)
 }
