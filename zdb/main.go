@@ -115,18 +115,31 @@ func run(opts Options, log *logrus.Entry) (int, error) {
 
 // emergency flushes every namespace and fires namespace-closing for each
 // (not waited for), as official's namespaces_emergency does.
-func (s *Server) emergency() {
+func (s *Server) emergency() { s.closeNamespaces(false) }
+
+// closeNamespaces syncs each namespace and fires namespace-closing. After
+// a crash a namespace lock may never be released, so locks are only tried.
+func (s *Server) closeNamespaces(crashed bool) {
 	for _, ns := range s.store.All() {
-		ns.mu.Lock()
-		if ns.datW != nil {
+		locked := true
+		if crashed {
+			locked = ns.mu.TryLock()
+		} else {
+			ns.mu.Lock()
+		}
+		if locked && ns.datW != nil {
 			ns.datW.Sync()
 			ns.idxW.Sync()
 		}
 		idx, dat, dirty := ns.indexPath(ns.curID), ns.dataPath(ns.curID), ns.dirtyList()
-		ns.mu.Unlock()
+		if locked {
+			ns.mu.Unlock()
+		}
 		s.hooks.run("namespace-closing", false, ns.name, idx, dat, dirty)
 	}
-	s.store.Close()
+	if !crashed {
+		s.store.Close()
+	}
 }
 
 // housekeeping runs --rotate and --synctime in the background.

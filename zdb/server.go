@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -153,6 +154,11 @@ func (s *Server) handle(nc net.Conn) {
 		s.clientsMu.Unlock()
 		nc.Close()
 	}()
+	defer func() {
+		if r := recover(); r != nil {
+			s.crash(r)
+		}
+	}()
 	for {
 		if c.r.Buffered() == 0 {
 			if err := c.w.Flush(); err != nil {
@@ -185,4 +191,15 @@ func (s *Server) handle(nc net.Conn) {
 			return
 		}
 	}
+}
+
+// crash handles a panic in a connection as official handles SIGSEGV: the
+// crash hook (not waited for), namespace-closing for every namespace, and
+// exit status 139.
+func (s *Server) crash(r any) {
+	s.log.Errorf("internal error, stopping: %v\n%s", r, debug.Stack())
+	s.closing.Store(true)
+	s.hooks.run("crash", false)
+	s.closeNamespaces(true)
+	os.Exit(139)
 }
