@@ -1,0 +1,50 @@
+package zstor
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestHookEventsWithoutBackends covers the events that need no backend:
+// ready/close succeed without a config, a missing config fails the others,
+// zdbfs-temp is skipped before anything is contacted, unknown events fail.
+func TestHookEventsWithoutBackends(t *testing.T) {
+	t.Setenv(EnvConfig, "")
+	for _, ev := range []string{"ready", "close", "crash", "namespace-deleted", "namespace-reloaded"} {
+		if rc := HookMain([]string{ev, "tcp://[::]:9900"}); rc != 0 {
+			t.Errorf("%s: exit %d, want 0", ev, rc)
+		}
+	}
+	if rc := HookMain([]string{"jump-data", "id", "/x/d0", "/x/d1"}); rc != 1 {
+		t.Errorf("jump-data without %s: exit %d, want 1", EnvConfig, rc)
+	}
+	if rc := HookMain([]string{"ready"}); rc != 2 {
+		t.Errorf("missing instance id: exit %d, want 2", rc)
+	}
+
+	// A valid config whose backends are unreachable: skipped events must
+	// still succeed, because nothing is sent for zdbfs-temp.
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "zstor.toml")
+	data, err := os.ReadFile("config/testdata/official.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(cfgPath, data, 0o600)
+	t.Setenv(EnvConfig, cfgPath)
+	for _, args := range [][]string{
+		{"namespace-created", "id", "zdbfs-temp"},
+		{"namespace-updated", "id", "zdbfs-temp"},
+		{"jump-data", "id", "/data/data/zdbfs-temp/d3", "/data/data/zdbfs-temp/d4"},
+		{"jump-index", "id", "/data/index/zdbfs-temp/i3", "/data/index/zdbfs-temp/i4", "1 2"},
+		{"namespace-closing", "id", "zdbfs-temp", "/i", "/d", ""},
+	} {
+		if rc := HookMain(args); rc != 0 {
+			t.Errorf("%v: exit %d, want 0 (zdbfs-temp is never archived)", args, rc)
+		}
+	}
+	if rc := HookMain([]string{"no-such-event", "id"}); rc != 1 {
+		t.Errorf("unknown event: exit %d, want 1", rc)
+	}
+}
