@@ -313,13 +313,21 @@ func execute(eng *engine.Engine, c *proto.Command, log *logrus.Entry) *proto.Res
 			}
 		}
 		if err == nil {
+			if !res.Skipped {
+				metricStoredBytes.Add(float64(res.Size))
+			}
 			log.WithFields(logrus.Fields{"file": c.File, "bytes": res.Size, "skipped": res.Skipped, "seconds": time.Since(start).Seconds()}).Info("stored")
 		}
 		observe(metricStore, err)
 	case proto.Retrieve:
 		_, err = eng.Retrieve(c.File)
 		if err == nil {
-			log.WithFields(logrus.Fields{"file": c.File, "seconds": time.Since(start).Seconds()}).Info("retrieved")
+			size := int64(0)
+			if st, serr := os.Stat(engine.OutputPath(eng.Config(), c.File)); serr == nil {
+				size = st.Size()
+			}
+			metricRetrievedBytes.Add(float64(size))
+			log.WithFields(logrus.Fields{"file": c.File, "bytes": size, "seconds": time.Since(start).Seconds()}).Info("retrieved")
 		}
 		observe(metricRetrieve, err)
 	case proto.Rebuild:

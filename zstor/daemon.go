@@ -97,7 +97,7 @@ func runDaemon(cfgPath string, cfg *config.Config, log *logrus.Entry) error {
 
 	if cfg.PrometheusPort != 0 {
 		reg := prometheus.NewRegistry()
-		reg.MustRegister(metricStore, metricRetrieve, metricRebuild, metricCheck, newCollector(d))
+		reg.MustRegister(metricStore, metricRetrieve, metricRebuild, metricCheck, metricStoredBytes, metricRetrievedBytes, newCollector(d))
 		if cfg.ZdbfsMountpoint != "" {
 			zs := newZdbfsStats()
 			reg.MustRegister(zs)

@@ -205,7 +205,8 @@ func TestDaemonCLIReloadRepair(t *testing.T) {
 		s := string(b)
 		return strings.Contains(s, `zstore_store_commands_finished{success="true"}`) &&
 			strings.Contains(s, `connection_status{address="`+cl.All[0].Addr()) && strings.Contains(s, "data_size_bytes{") &&
-			strings.Contains(s, `backend_type="meta"`)
+			strings.Contains(s, `backend_type="meta"`) && strings.Contains(s, "zstor_stored_bytes_total") &&
+			strings.Contains(s, "zstor_retrieved_bytes_total")
 	})
 
 	// Stop a data backend and replace it in the config; SIGUSR1 reloads and

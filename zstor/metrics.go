@@ -14,6 +14,15 @@ var (
 	metricCheck    = newCmdCounter("zstore_check_commands_finished", "Finished check commands")
 )
 
+// Byte counters (qsfs additions): original bytes stored and retrieved, for
+// progress displays such as a restore.
+var (
+	metricStoredBytes = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "zstor_stored_bytes_total", Help: "Bytes of files uploaded (before compression)"})
+	metricRetrievedBytes = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "zstor_retrieved_bytes_total", Help: "Bytes of files retrieved"})
+)
+
 func newCmdCounter(name, help string) *prometheus.CounterVec {
 	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{"success"})
 }
