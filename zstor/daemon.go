@@ -165,9 +165,13 @@ func runDaemon(cfgPath string, cfg *config.Config, log *logrus.Entry) error {
 func claimPidFile(path string) error {
 	if b, err := os.ReadFile(path); err == nil {
 		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid != os.Getpid() {
+			// Same program (comm) and a monitor (cmdline): every qsfs
+			// component has the same comm, and pids get reused.
 			their, err1 := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
 			ours, err2 := os.ReadFile("/proc/self/comm")
-			if err1 == nil && err2 == nil && string(their) == string(ours) {
+			cmdline, err3 := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			if err1 == nil && err2 == nil && err3 == nil && string(their) == string(ours) &&
+				strings.Contains(string(cmdline), "\x00monitor") {
 				return fmt.Errorf("zstor daemon already running with pid %d (pid file %s)", pid, path)
 			}
 		}
