@@ -140,6 +140,10 @@ func TestDaemonCLIReloadRepair(t *testing.T) {
 		t.Fatalf("in-process store: %v %s", err, serr)
 	}
 
+	// A stale pid file naming another qsfs process (pid reuse) and a stale
+	// socket file do not block the start.
+	os.WriteFile(cfg.PidFile, []byte(fmt.Sprintf("%d\n", cl.All[0].Pid())), 0o644)
+	os.WriteFile(cfg.Socket, nil, 0o644)
 	m := startMonitor(t, cfgPath, cfg.Socket, "QSFS_ZSTOR_HEALTH_INTERVAL=200ms")
 	if pid, err := os.ReadFile(cfg.PidFile); err != nil || strings.TrimSpace(string(pid)) != fmt.Sprint(m.cmd.Process.Pid) {
 		t.Fatalf("pid file: %q %v", pid, err)

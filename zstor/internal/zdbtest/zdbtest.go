@@ -90,6 +90,9 @@ func (z *Zdb) Addr() string {
 	return "127.0.0.1:" + strconv.Itoa(z.Port)
 }
 
+// Pid is the process id of the running backend.
+func (z *Zdb) Pid() int { return z.cmd.Process.Pid }
+
 // Start (re)starts the process on the same port and directory.
 func (z *Zdb) Start() {
 	t := z.t
