@@ -1,7 +1,10 @@
 package zstor
 
 import (
+	"bytes"
+	"fmt"
 	"os"
+	"regexp"
 	"path/filepath"
 	"testing"
 )
@@ -31,6 +34,14 @@ func TestHookEventsWithoutBackends(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Loopback addresses only (nothing listens there), in case a change
+	// ever makes these events contact a backend.
+	n := 0
+	data = regexp.MustCompile(`address = "[^"]*"`).ReplaceAllFunc(data, func([]byte) []byte {
+		n++
+		return []byte(fmt.Sprintf(`address = "127.0.0.1:%d"`, n))
+	})
+	data = bytes.ReplaceAll(data, []byte(`socket = "/var/run/zstor.sock"`), []byte(`socket = "`+filepath.Join(dir, "none.sock")+`"`))
 	os.WriteFile(cfgPath, data, 0o600)
 	t.Setenv(EnvConfig, cfgPath)
 	for _, args := range [][]string{
