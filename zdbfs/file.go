@@ -402,8 +402,13 @@ func (fs *FS) writeAt(n *node, data []byte, off uint64) ([]uint32, syscall.Errno
 	if end > n.attr.Size {
 		n.attr.Size = end
 	}
-	t := now()
-	n.attr.Mtime, n.attr.Ctime = t, t
+	if fs.opts.NoCache {
+		// with the writeback cache the kernel owns mtime and ctime and
+		// sends them with SETATTR when it writes the inode back; stamping
+		// the write-back time here would disagree with what it showed
+		t := now()
+		n.attr.Mtime, n.attr.Ctime = t, t
+	}
 	return full, 0
 }
 

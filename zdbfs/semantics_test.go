@@ -104,7 +104,7 @@ func TestSemantics(t *testing.T) {
 		}
 	})
 	t.Run("ctime", func(t *testing.T) {
-		names := []string{"chmod", "chown", "truncate", "link"}
+		names := []string{"chmod", "chown", "truncate", "link", "write"}
 		for _, n := range names {
 			writeFile(t, filepath.Join(m, "ct-"+n), "data")
 		}
@@ -114,6 +114,14 @@ func TestSemantics(t *testing.T) {
 		must(t, os.Chown(filepath.Join(m, "ct-chown"), 1, 1))
 		must(t, os.Truncate(filepath.Join(m, "ct-truncate"), 1))
 		must(t, os.Link(filepath.Join(m, "ct-link"), filepath.Join(m, "ct-link2")))
+		f, err := os.OpenFile(filepath.Join(m, "ct-write"), os.O_WRONLY|os.O_APPEND, 0)
+		must(t, err)
+		_, err = f.WriteString("more")
+		must(t, err)
+		must(t, f.Close())
+		if mt := lstat(t, filepath.Join(m, "ct-write")).Mtim.Sec; mt <= c0 {
+			t.Errorf("write did not change mtime (%d)", mt)
+		}
 		for _, n := range names {
 			if c := lstat(t, filepath.Join(m, "ct-"+n)).Ctim.Sec; c <= c0 {
 				t.Errorf("%s did not change ctime (%d)", n, c)
