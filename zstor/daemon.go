@@ -94,6 +94,11 @@ func runDaemon(cfgPath string, cfg *config.Config, log *logrus.Entry) error {
 	}
 	defer os.Remove(cfg.Socket)
 	defer os.Remove(statusFile(cfg.Socket))
+	// Commands on the socket read and write any file as this user: owner only.
+	if err := os.Chmod(cfg.Socket, 0o600); err != nil {
+		ln.Close()
+		return fmt.Errorf("socket %s: %w", cfg.Socket, err)
+	}
 
 	if cfg.PrometheusPort != 0 {
 		reg := prometheus.NewRegistry()
