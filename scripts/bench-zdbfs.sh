@@ -132,5 +132,5 @@ cat <<MD
 | qsfs zdb | $((ZDB_HWM / 1024)) MiB |
 
 fio: 512 MiB file, psync, iodepth 1, ${FIO_RUNTIME} s time-based, buffered. 4 KiB files are written by a shell loop
-without forking (\`printf\` builtin). zdbfs block cache: default \`cachesize\` (256 × 128 KiB).
+without forking (\`printf\` builtin). zdbfs block cache: default \`cachesize\` (512 × 128 KiB = 64 MiB).
 MD
