@@ -130,21 +130,21 @@ func (q *queue) retryNow(j *job) {
 }
 
 // retryAll moves every waiting job back into the queue (after a reload or
-// when a backend comes back).
+// when a backend comes back). A job whose timer already fired is being
+// re-queued by it.
 func (q *queue) retryAll() {
 	q.mu.Lock()
-	var js []*job
+	defer q.mu.Unlock()
 	for j, t := range q.waiting {
-		t.Stop()
-		js = append(js, j)
+		if t != nil && !t.Stop() {
+			continue
+		}
+		delete(q.waiting, j)
+		q.seq++
+		j.seq = q.seq
+		heap.Push(&q.h, j)
 	}
-	q.mu.Unlock()
-	for _, j := range js {
-		q.mu.Lock()
-		q.waiting[j] = nil
-		q.mu.Unlock()
-		q.retryNow(j)
-	}
+	q.cond.Broadcast()
 }
 
 // idle reports whether nothing is queued, running or waiting.
