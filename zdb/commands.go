@@ -95,11 +95,9 @@ func (c *session) dispatch(args [][]byte) {
 	cmd := lookupCommand(args[0])
 	if cmd == nil {
 		st.cmdFailed.Add(1)
-		c.executed = ""
 		c.rw.err("Command not supported")
 		return
 	}
-	c.executed = cmd.name
 	cmd.handler(c, args)
 	if cmd.name != "WAIT" {
 		c.srv.waiters.notify(c.ns, cmd.name)

@@ -159,6 +159,7 @@ func (ns *Namespace) readPayload(e *entry, dst []byte) ([]byte, error) {
 	}
 	dst = dst[:e.length]
 	if _, err := f.ReadAt(dst, int64(e.offset)+dataEntrySize+int64(e.keyLen)); err != nil {
+		ns.store.stats.dataReadFailed.Add(1)
 		ns.stats.dataIOErrors.Add(1)
 		ns.stats.dataIOLast.Store(time.Now().Unix())
 		if err == io.EOF {

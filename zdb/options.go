@@ -63,9 +63,6 @@ var optSpecs = []optSpec{
 	{"version", false}, {"help", false},
 }
 
-// errUsage asks the caller to print the help text.
-var errUsage = errors.New("usage")
-
 // lookupOpt resolves a (possibly abbreviated) long option as getopt_long does:
 // an exact match wins, else a unique prefix.
 func lookupOpt(name string) (optSpec, error) {

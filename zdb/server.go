@@ -42,21 +42,22 @@ func instanceID(o Options) string {
 	return "tcp://" + o.Listen + ":" + strconv.Itoa(o.Port)
 }
 
-// listen opens the configured sockets.
+// listen opens the configured sockets. TCP comes first so that once the
+// unix socket accepts (what supervisors wait for) every listener does.
 func (s *Server) listen() error {
 	o := s.opts
-	if o.Socket != "" {
-		if st, err := os.Lstat(o.Socket); err == nil && st.Mode()&os.ModeSocket != 0 {
-			os.Remove(o.Socket)
-		}
-		l, err := net.Listen("unix", o.Socket)
+	if o.Socket == "" || o.DualNet {
+		l, err := net.Listen("tcp", net.JoinHostPort(o.Listen, strconv.Itoa(o.Port)))
 		if err != nil {
 			return err
 		}
 		s.listeners = append(s.listeners, l)
 	}
-	if o.Socket == "" || o.DualNet {
-		l, err := net.Listen("tcp", net.JoinHostPort(o.Listen, strconv.Itoa(o.Port)))
+	if o.Socket != "" {
+		if st, err := os.Lstat(o.Socket); err == nil && st.Mode()&os.ModeSocket != 0 {
+			os.Remove(o.Socket)
+		}
+		l, err := net.Listen("unix", o.Socket)
 		if err != nil {
 			s.closeListeners()
 			return err
@@ -109,7 +110,6 @@ type session struct {
 	admin     bool
 	challenge string
 	scratch   []byte
-	executed  string // name of the last executed command (WAIT)
 	closeConn bool
 }
 
