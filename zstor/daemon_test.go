@@ -133,6 +133,9 @@ func TestDaemonCLIReloadRepair(t *testing.T) {
 	cfgPath := filepath.Join(dir, "zstor.toml")
 	writeConfig(t, cfgPath, cfg)
 
+	if _, serr, err := zstorCLI(t, cfgPath, "test"); err != nil {
+		t.Fatalf("zstor test: %v %s", err, serr)
+	}
 	// Without a daemon the CLI runs in-process.
 	f1 := filepath.Join(dir, "f1")
 	os.WriteFile(f1, []byte("in-process store"), 0o644)
@@ -251,6 +254,18 @@ func TestDaemonCLIReloadRepair(t *testing.T) {
 			seen[id] = true
 		}
 	}
+	// rebuild by metadata key and by file: nothing to do, succeeds; an
+	// unknown key is an error.
+	if _, serr, err := zstorCLI(t, cfgPath, "rebuild", "-f", f1); err != nil {
+		t.Fatalf("rebuild -f: %v %s", err, serr)
+	}
+	k1, _ := eng.Meta().KeyFor(f1)
+	if _, serr, err := zstorCLI(t, cfgPath, "rebuild", "-k", k1); err != nil {
+		t.Fatalf("rebuild -k: %v %s", err, serr)
+	}
+	if _, serr, err := zstorCLI(t, cfgPath, "rebuild", "-k", "/nope/meta/00"); err == nil || !strings.Contains(serr, "no metadata found") {
+		t.Fatalf("rebuild of an unknown key: %v %s", err, serr)
+	}
 	// With the repair done two more backends may fail.
 	cl.All[2].Stop()
 	cl.All[3].Stop()
@@ -259,6 +274,16 @@ func TestDaemonCLIReloadRepair(t *testing.T) {
 		if _, serr, err := zstorCLI(t, cfgPath, "retrieve", "-f", p); err != nil {
 			t.Fatalf("retrieve %s after repair with 2 backends down: %v %s", p, err, serr)
 		}
+	}
+
+	// `test` names the stopped backends.
+	if _, serr, err := zstorCLI(t, cfgPath, "test"); err == nil || !strings.Contains(serr, cl.All[2].Addr()) {
+		t.Fatalf("zstor test with backends down: %v %s", err, serr)
+	}
+	// With 3 of 5 data backends left no 4-backend distribution exists.
+	key, _ := eng.Meta().KeyFor(f1)
+	if _, serr, err := zstorCLI(t, cfgPath, "rebuild", "-k", key); err == nil || !strings.Contains(serr, "distribution") {
+		t.Fatalf("rebuild -k without enough backends: %v %s", err, serr)
 	}
 
 	// SIGTERM: clean exit, socket and pid file removed.
