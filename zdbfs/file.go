@@ -32,7 +32,6 @@ type lruRef struct {
 // fetch is a block read in progress.
 type fetch struct {
 	done chan struct{}
-	data []byte
 	err  error
 }
 

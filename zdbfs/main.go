@@ -216,8 +216,11 @@ func run(o *Options, log *logrus.Entry) (err error) {
 	}
 	tuneReadahead(o.Mountpoint, log)
 	if o.AutoUnmount && mo.DirectMount {
-		if err := startWatchdog(o.Mountpoint); err != nil {
+		w, err := startWatchdog(o.Mountpoint)
+		if err != nil {
 			log.Warnf("auto_unmount: %v", err)
+		} else {
+			defer w.Close() // kept open until zdbfs is done
 		}
 	}
 	log.WithField("size", size).Info("mounted")
@@ -358,31 +361,31 @@ func tuneReadahead(mnt string, log *logrus.Entry) {
 }
 
 // startWatchdog implements auto_unmount for a direct (root) mount: a child
-// process waits for this one to exit, however it exits, and then detaches
-// the mount if it is still there.
-func startWatchdog(mnt string) error {
+// process waits for the returned pipe to close, which happens when this
+// process exits however it exits, and then detaches the mount if it is
+// still there.
+func startWatchdog(mnt string) (*os.File, error) {
 	self, err := os.Executable()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	r, w, err := os.Pipe()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cmd := exec.Command(self, "zdbfs", mnt)
 	cmd.Env = append(os.Environ(), watchEnv+"=1")
 	cmd.Stdin = r
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return err
+		r.Close()
+		w.Close()
+		return nil, err
 	}
 	r.Close()
 	go cmd.Wait()
-	watchdogPipe = w // kept open until this process exits
-	return nil
+	return w, nil
 }
-
-var watchdogPipe *os.File
 
 // watch is the watchdog: it returns when its parent's pipe closes.
 func watch(mnt string) int {
