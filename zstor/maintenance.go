@@ -207,7 +207,7 @@ func evictDir(eng *engine.Engine, dir string, limit int64, cache *evictCache, lo
 			if err != nil || stored == nil {
 				continue
 			}
-			sum, _, _, err := eng.EncodeFileChecksum(f.path)
+			sum, err := engine.FileChecksum(f.path)
 			if err != nil || sum != *stored {
 				continue
 			}

@@ -162,14 +162,6 @@ func inConfig(cfg *config.Config, b config.Backend) bool {
 	return false
 }
 
-func fileSize(path string) int64 {
-	st, err := os.Stat(path)
-	if err != nil {
-		return 0
-	}
-	return st.Size()
-}
-
 // InConfig reports whether b is one of cfg's data backends.
 func (e *Engine) InConfig(cfg *config.Config, b config.Backend) bool { return inConfig(cfg, b) }
 
@@ -185,19 +177,18 @@ func (e *Engine) MarkReplaced(b config.Backend) error {
 	return st.Set("/"+st.Prefix+"/replaced_backends/"+hex.EncodeToString(sum[:]), nil)
 }
 
-// EncodeFileChecksum returns the BLAKE2b-128 of a local file and its size.
-func (e *Engine) EncodeFileChecksum(path string) (codec.Checksum, int64, bool, error) {
+// FileChecksum returns the BLAKE2b-128 of a local file.
+func FileChecksum(path string) (codec.Checksum, error) {
 	var sum codec.Checksum
 	f, err := os.Open(path)
 	if err != nil {
-		return sum, 0, false, err
+		return sum, err
 	}
 	defer f.Close()
 	h := codec.NewHash()
-	n, err := io.Copy(h.(io.Writer), f)
-	if err != nil {
-		return sum, 0, false, fmt.Errorf("read %s: %w", path, err)
+	if _, err := io.Copy(h, f); err != nil {
+		return sum, fmt.Errorf("read %s: %w", path, err)
 	}
 	h.Sum(sum[:0])
-	return sum, n, true, nil
+	return sum, nil
 }

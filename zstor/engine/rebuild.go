@@ -95,15 +95,3 @@ func (e *Engine) Rebuild(file, key string, md *meta.MetaData) error {
 	}
 	return nil
 }
-
-// NeedsRepair reports whether any shard of md sits on a backend that is not
-// in cfg or is not readable.
-func (e *Engine) NeedsRepair(md *meta.MetaData) bool {
-	cfg := e.Config()
-	for _, s := range md.Shards {
-		if !inConfig(cfg, s.Backend) || !e.readable(s.Backend) {
-			return true
-		}
-	}
-	return false
-}

@@ -25,22 +25,12 @@ type StoreResult struct {
 	Skipped  bool  // the stored checksum already matched
 }
 
-// EncodeFile reads path and returns its BLAKE2b-128 checksum and the
-// snappy-framed data in a buffer laid out for in-place encryption
-// (NonceSize bytes reserved in front, room for tag and padding behind).
-// Reading, hashing and compressing overlap and compression uses the
-// engine's workers.
-func (e *Engine) EncodeFile(path string, dataShards int) (codec.Checksum, []byte, int64, error) {
-	buf, size, sum, err := e.encodeFileAsync(path, dataShards)
-	if err != nil {
-		return codec.Checksum{}, nil, 0, err
-	}
-	return <-sum, buf, size, nil
-}
-
-// encodeFileAsync is EncodeFile returning as soon as the compressed data is
-// complete; the checksum (a single sequential stream, the slowest stage)
-// arrives on the channel, so encryption and erasure coding overlap it.
+// encodeFileAsync reads path and returns the snappy-framed data in a
+// buffer laid out for in-place encryption (NonceSize bytes reserved in
+// front, room for tag and padding behind) as soon as it is complete.
+// Reading and compressing (on the engine's workers) overlap; the BLAKE2b-128
+// of the file (a single sequential stream, the slowest stage) arrives on
+// the channel, so encryption and erasure coding overlap it too.
 func (e *Engine) encodeFileAsync(path string, dataShards int) ([]byte, int64, <-chan codec.Checksum, error) {
 	f, err := os.Open(path)
 	if err != nil {
