@@ -38,7 +38,6 @@ type hookEnv struct {
 	dataDir    string
 	namespaces []string
 	log        *logrus.Entry
-	out        io.Writer // progress for a terminal
 	eng        *engine.Engine
 }
 
@@ -79,7 +78,6 @@ func HookMain(args []string) int {
 		indexDir: getenv(EnvIndexDir, "/data/index"),
 		dataDir:  getenv(EnvDataDir, "/data/data"),
 		log:      log,
-		out:      os.Stdout,
 	}
 	h.namespaces = strings.Split(getenv(EnvNamespaces, "zdbfs-meta,zdbfs-data"), ",")
 	if h.cfgPath == "" {
@@ -282,7 +280,7 @@ func (h *hookEnv) restore() error {
 			if st, err := os.Stat(p); err == nil {
 				bytes += st.Size()
 			}
-			fmt.Fprintf(h.out, "qsfs restore: %s (%d files, %s so far)\n", p, files, humanBytes(bytes))
+			h.log.WithFields(logrus.Fields{"files": files, "bytes": bytes}).Infof("qsfs restore: %s (%d files, %s so far)", p, files, humanBytes(bytes))
 			return nil
 		}
 		if err := got(filepath.Join(idxDir, "zdb-namespace")); err != nil {
