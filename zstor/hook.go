@@ -21,13 +21,14 @@ import (
 // Hook environment. zdb passes its own environment to hooks unchanged, so
 // the plugin sets these on the zdb process.
 const (
-	EnvConfig     = "QSFS_ZSTOR_CONFIG"    // zstor.toml of the volume (required)
-	EnvIndexDir   = "QSFS_ZDB_INDEX"       // zdb --index dir (default /data/index)
-	EnvDataDir    = "QSFS_ZDB_DATA"        // zdb --data dir (default /data/data)
-	EnvNamespaces = "QSFS_HOOK_NAMESPACES" // namespaces restored by namespaces-init (default zdbfs-meta,zdbfs-data)
-	EnvHookLog    = "QSFS_HOOK_LOG"        // optional log file of the hook
-	tempNamespace = "zdbfs-temp"
-	hookTmpPrefix = "zdb.hook.tmp." // copies of index files, as hook.sh names them
+	EnvConfig         = "QSFS_ZSTOR_CONFIG"         // zstor.toml of the volume (required)
+	EnvIndexDir       = "QSFS_ZDB_INDEX"            // zdb --index dir (default /data/index)
+	EnvDataDir        = "QSFS_ZDB_DATA"             // zdb --data dir (default /data/data)
+	EnvNamespaces     = "QSFS_HOOK_NAMESPACES"      // namespaces restored by namespaces-init (default zdbfs-meta,zdbfs-data)
+	EnvHookLog        = "QSFS_HOOK_LOG"             // optional log file of the hook
+	EnvRestoreTimeout = "QSFS_HOOK_RESTORE_TIMEOUT" // how long namespaces-init retries backend errors (default 5m)
+	tempNamespace     = "zdbfs-temp"
+	hookTmpPrefix     = "zdb.hook.tmp." // copies of index files, as hook.sh names them
 )
 
 // hookEnv is what the hook needs to act.
@@ -70,7 +71,15 @@ func HookMain(args []string) int {
 	event := args[0]
 	log := logrus.NewEntry(l).WithFields(logrus.Fields{"component": "hook", "event": event})
 	switch event {
-	case "ready", "close", "crash", "namespace-deleted", "namespace-reloaded":
+	case "ready":
+		// zdb aborts its start-up when ready fails: do that while a
+		// namespace restore is incomplete.
+		if ns := incompleteRestores(getenv(EnvIndexDir, "/data/index")); len(ns) > 0 {
+			log.WithField("namespaces", strings.Join(ns, ",")).Error("restore from the backends did not complete; refusing to start on partial data (fix the backends and start again)")
+			return 1
+		}
+		return 0
+	case "close", "crash", "namespace-deleted", "namespace-reloaded":
 		return 0
 	}
 	h := &hookEnv{
@@ -258,58 +267,114 @@ func isNotFound(err error) bool {
 	return err != nil && strings.Contains(err.Error(), engine.ErrNotFound.Error())
 }
 
+// restoreMarker is left in the index root while a namespace restore is
+// not complete; the ready hook then refuses to let zdb start, because an
+// empty or partial namespace would later overwrite the archived objects.
+func restoreMarker(indexDir, ns string) string {
+	return filepath.Join(indexDir, ".qsfs-restore-"+ns)
+}
+
+// incompleteRestores lists the namespaces whose restore did not finish.
+func incompleteRestores(indexDir string) []string {
+	m, _ := filepath.Glob(filepath.Join(indexDir, ".qsfs-restore-*"))
+	var out []string
+	for _, p := range m {
+		out = append(out, strings.TrimPrefix(filepath.Base(p), ".qsfs-restore-"))
+	}
+	return out
+}
+
 // restore brings back, for each archived namespace whose local index is
-// missing: zdb-namespace, i0..iN until one is not stored, then d<N>.
+// missing (or whose earlier restore did not finish): zdb-namespace,
+// i0..iN until one is not stored, then d<N>. Backend errors are retried for
+// QSFS_HOOK_RESTORE_TIMEOUT (default 5m); a namespace that still fails keeps
+// its marker, and the ready hook then stops zdb.
 func (h *hookEnv) restore() error {
 	start := time.Now()
+	timeout := 5 * time.Minute
+	if d, err := time.ParseDuration(os.Getenv(EnvRestoreTimeout)); err == nil {
+		timeout = d
+	}
 	files, bytes := 0, int64(0)
 	for _, ns := range h.namespaces {
 		ns = strings.TrimSpace(ns)
 		if ns == "" || ns == tempNamespace {
 			continue
 		}
-		idxDir := filepath.Join(h.indexDir, ns)
-		if _, err := os.Stat(filepath.Join(idxDir, "zdb-namespace")); err == nil {
+		marker := restoreMarker(h.indexDir, ns)
+		_, statErr := os.Stat(filepath.Join(h.indexDir, ns, "zdb-namespace"))
+		_, markErr := os.Stat(marker)
+		if statErr == nil && markErr != nil {
 			continue // local state present: nothing to restore
 		}
-		got := func(p string) error {
-			if err := h.retrieve(p); err != nil {
-				return err
-			}
-			files++
-			if st, err := os.Stat(p); err == nil {
-				bytes += st.Size()
-			}
-			h.log.WithFields(logrus.Fields{"files": files, "bytes": bytes}).Infof("qsfs restore: %s (%d files, %s so far)", p, files, humanBytes(bytes))
-			return nil
+		if err := os.MkdirAll(h.indexDir, 0o755); err != nil {
+			return err
 		}
-		if err := got(filepath.Join(idxDir, "zdb-namespace")); err != nil {
-			if isNotFound(err) {
-				h.log.WithField("namespace", ns).Info("nothing archived for namespace, starting empty")
-				continue
-			}
-			return fmt.Errorf("restore namespace %s: %w", ns, err)
+		if err := os.WriteFile(marker, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644); err != nil {
+			return fmt.Errorf("restore marker: %w", err)
 		}
-		last := -1
-		for i := 0; ; i++ {
-			err := got(filepath.Join(idxDir, "i"+strconv.Itoa(i)))
-			if isNotFound(err) {
+		deadline := time.Now().Add(timeout)
+		for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
+			n, b, err := h.restoreNamespace(ns)
+			files, bytes = files+n, bytes+b
+			if err == nil {
 				break
 			}
-			if err != nil {
-				return fmt.Errorf("restore namespace %s: %w", ns, err)
+			if time.Now().Add(wait).After(deadline) {
+				return fmt.Errorf("restore namespace %s: %w (zdb will be stopped by the ready hook)", ns, err)
 			}
-			last = i
+			h.log.WithError(err).WithFields(logrus.Fields{"namespace": ns, "retry_in": wait.String()}).Warn("restore failed, retrying")
+			time.Sleep(wait)
 		}
-		if last >= 0 {
-			p := filepath.Join(h.dataDir, ns, "d"+strconv.Itoa(last))
-			if err := got(p); err != nil && !isNotFound(err) {
-				return fmt.Errorf("restore namespace %s: %w", ns, err)
-			}
+		if err := os.Remove(marker); err != nil {
+			return fmt.Errorf("restore marker: %w", err)
 		}
 	}
 	if files > 0 {
 		h.log.WithFields(logrus.Fields{"files": files, "bytes": bytes, "seconds": time.Since(start).Seconds()}).Info("restored namespaces from backends")
 	}
 	return nil
+}
+
+// restoreNamespace retrieves one namespace's files and returns how many
+// files and bytes it brought back.
+func (h *hookEnv) restoreNamespace(ns string) (int, int64, error) {
+	idxDir := filepath.Join(h.indexDir, ns)
+	files, bytes := 0, int64(0)
+	got := func(p string) error {
+		if err := h.retrieve(p); err != nil {
+			return err
+		}
+		files++
+		if st, err := os.Stat(p); err == nil {
+			bytes += st.Size()
+		}
+		h.log.WithFields(logrus.Fields{"files": files, "bytes": bytes}).Infof("qsfs restore: %s (%d files, %s so far)", p, files, humanBytes(bytes))
+		return nil
+	}
+	if err := got(filepath.Join(idxDir, "zdb-namespace")); err != nil {
+		if isNotFound(err) {
+			h.log.WithField("namespace", ns).Info("nothing archived for namespace, starting empty")
+			return files, bytes, nil
+		}
+		return files, bytes, err
+	}
+	last := -1
+	for i := 0; ; i++ {
+		err := got(filepath.Join(idxDir, "i"+strconv.Itoa(i)))
+		if isNotFound(err) {
+			break
+		}
+		if err != nil {
+			return files, bytes, err
+		}
+		last = i
+	}
+	if last >= 0 {
+		p := filepath.Join(h.dataDir, ns, "d"+strconv.Itoa(last))
+		if err := got(p); err != nil && !isNotFound(err) {
+			return files, bytes, err
+		}
+	}
+	return files, bytes, nil
 }

@@ -14,6 +14,7 @@ import (
 // zdbfs-temp is skipped before anything is contacted, unknown events fail.
 func TestHookEventsWithoutBackends(t *testing.T) {
 	t.Setenv(EnvConfig, "")
+	t.Setenv(EnvIndexDir, t.TempDir())
 	for _, ev := range []string{"ready", "close", "crash", "namespace-deleted", "namespace-reloaded"} {
 		if rc := HookMain([]string{ev, "tcp://[::]:9900"}); rc != 0 {
 			t.Errorf("%s: exit %d, want 0", ev, rc)
@@ -57,5 +58,26 @@ func TestHookEventsWithoutBackends(t *testing.T) {
 	}
 	if rc := HookMain([]string{"no-such-event", "id"}); rc != 1 {
 		t.Errorf("unknown event: exit %d, want 1", rc)
+	}
+
+	// namespaces-init with unreachable backends: after the retry budget it
+	// fails, leaves a marker, and ready then stops zdb; a later successful
+	// restore (here: the marker removed) lets it start.
+	idx := filepath.Join(dir, "index")
+	t.Setenv(EnvIndexDir, idx)
+	t.Setenv(EnvRestoreTimeout, "1ms")
+	t.Setenv(EnvNamespaces, "zdbfs-data")
+	if rc := HookMain([]string{"namespaces-init", "id", idx, filepath.Join(dir, "data")}); rc != 1 {
+		t.Errorf("namespaces-init with dead backends: exit %d, want 1", rc)
+	}
+	if got := incompleteRestores(idx); len(got) != 1 || got[0] != "zdbfs-data" {
+		t.Fatalf("incomplete restores %v, want [zdbfs-data]", got)
+	}
+	if rc := HookMain([]string{"ready", "id"}); rc != 1 {
+		t.Errorf("ready after a failed restore: exit %d, want 1", rc)
+	}
+	os.Remove(restoreMarker(idx, "zdbfs-data"))
+	if rc := HookMain([]string{"ready", "id"}); rc != 0 {
+		t.Errorf("ready: exit %d, want 0", rc)
 	}
 }
