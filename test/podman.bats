@@ -11,16 +11,21 @@ P() {
     --runroot "$QW/podman/runroot" --tmpdir "$QW/podman/tmp" "$@"
 }
 
+# start_plugin: the host-mode plugin on $QW/qsfs.sock.
+start_plugin() {
+  QSFS_METRICS_ADDR= QSFS_SUBNET4="$SUBNET4" QSFS_SUBNET6="$SUBNET6" \
+    setsid "$QSFS_BIN" plugin -socket "$QW/qsfs.sock" -state "$QW/hoststate" -mounts "$QW/hostmnt" \
+    >>"$QW/plugin.log" 2>&1 </dev/null &
+  echo $! >"$QW/host.plugin.pid"
+  wait_for 10 test -S "$QW/qsfs.sock"
+}
+
 setup_file() {
   need_root_tools podman runc
   new_workdir podman
   mkdir -p "$QW/podman/root" "$QW/podman/runroot" "$QW/podman/tmp"
-  QSFS_METRICS_ADDR= QSFS_SUBNET4="100.123.$(($$ % 250)).0/24" \
-    QSFS_SUBNET6="fd8c:5f0e:$(printf %x $((0x9c00 + $$ % 250)))::/48" \
-    setsid "$QSFS_BIN" plugin -socket "$QW/qsfs.sock" -state "$QW/hoststate" -mounts "$QW/hostmnt" \
-    >"$QW/plugin.log" 2>&1 </dev/null &
-  echo $! >"$QW/host.plugin.pid"
-  wait_for 10 test -S "$QW/qsfs.sock"
+  export SUBNET4="100.123.$(($$ % 250)).0/24" SUBNET6="fd8c:5f0e:$(printf %x $((0x9c00 + $$ % 250)))::/48"
+  start_plugin
   cat >"$QW/podman/containers.conf" <<EOF
 [containers]
 default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]
@@ -89,6 +94,24 @@ teardown() {
   [ -d "$QW/hoststate/volumes/pv3" ]
   P volume rm pv3
   [ ! -d "$QW/hoststate/volumes/pv3" ]
+}
+
+@test "podman: a plugin restart restores the mount in the background" {
+  P volume create --driver qsfs pv4
+  P run -d --name pr2 --network none -v pv4:/data localhost/busybox:local sh -c 'echo kept > /data/f; sleep 600'
+  wait_for 20 P exec pr2 cat /data/f
+  pid=$(cat "$QW/host.plugin.pid")
+  kill -TERM "$pid"
+  wait_for 15 sh -c "! kill -0 $pid"
+  start_plugin
+  restored() { "$QSFS_BIN" volume status pv4 --socket "$QW/qsfs.sock" | grep -q 'STATE          mounted'; }
+  wait_for 20 restored
+  # Podman still counts pr2's mount and reuses the (restored) mountpoint.
+  run P run --rm --network none -v pv4:/data localhost/busybox:local cat /data/f
+  [ "$output" = kept ]
+  P rm -f pr2
+  run "$QSFS_BIN" volume status pv4 --socket "$QW/qsfs.sock"
+  [[ "$output" == *"MOUNTS         0"* ]]
 }
 
 @test "host-mode plugin removes its socket on SIGTERM" {
