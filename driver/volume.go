@@ -306,7 +306,7 @@ func (d *Driver) Shutdown(timeout time.Duration) {
 	go func() { wg.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(timeout + 5*time.Second):
+	case <-time.After(timeout):
 		d.log.Warn("shutdown timed out")
 	}
 	d.graveyard.Shutdown(timeout)
