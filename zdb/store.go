@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -94,6 +95,8 @@ func openStore(opts Options, log *logrus.Entry, hooks *hookRunner) (*Store, erro
 		s.nss[name] = ns
 		log.WithFields(logrus.Fields{"ns": name, "entries": ns.entries, "mode": ns.modeName()}).Debug("namespace loaded")
 	}
+	// loading read whole index files; give that memory back now
+	debug.FreeOSMemory()
 	return s, nil
 }
 
