@@ -141,3 +141,16 @@ func TestTruncateAfterRemount(t *testing.T) {
 		t.Fatalf("after truncates: %d bytes", len(got))
 	}
 }
+
+// TestSeqModeZdb mounts over a zdb started with --mode seq, as the plugin
+// runs it: autons finds sequential namespaces and sends no NSSET mode.
+func TestSeqModeZdb(t *testing.T) {
+	s := newStack(t, "--mode", "seq", "--datasize", "1M")
+	s.mount()
+	sum := writeRandom(t, filepath.Join(s.mnt, "f"), 5<<20, 3) // crosses data file rotations
+	s.unmount()
+	s.mount() // autons again on existing namespaces
+	if got := fileSum(t, filepath.Join(s.mnt, "f")); got != sum {
+		t.Fatalf("sha256 %s, want %s", got, sum)
+	}
+}

@@ -91,16 +91,18 @@ type stack struct {
 	mnt  string
 	zdb  *proc
 	fs   *proc
+
+	zdbArgs []string // extra zdb flags
 }
 
-func newStack(t *testing.T) *stack {
+func newStack(t *testing.T, zdbArgs ...string) *stack {
 	t.Helper()
 	needFuse(t)
 	dir, err := os.MkdirTemp("", fmt.Sprintf("qsfs-zdbfs-%d-", os.Getpid()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &stack{t: t, dir: dir, sock: filepath.Join(dir, "zdb.sock"), mnt: filepath.Join(dir, "mnt")}
+	s := &stack{t: t, dir: dir, sock: filepath.Join(dir, "zdb.sock"), mnt: filepath.Join(dir, "mnt"), zdbArgs: zdbArgs}
 	os.Chmod(dir, 0o755) // other users must reach the mountpoint
 	os.Mkdir(s.mnt, 0o755)
 	t.Cleanup(func() {
@@ -121,8 +123,9 @@ func newStack(t *testing.T) *stack {
 func (s *stack) startZdb() {
 	s.t.Helper()
 	os.Remove(s.sock)
-	s.zdb = start(s.t, filepath.Join(s.dir, "zdb.log"), "zdb", "--socket", s.sock,
-		"--data", filepath.Join(s.dir, "data"), "--index", filepath.Join(s.dir, "index"))
+	args := append([]string{"zdb", "--socket", s.sock,
+		"--data", filepath.Join(s.dir, "data"), "--index", filepath.Join(s.dir, "index")}, s.zdbArgs...)
+	s.zdb = start(s.t, filepath.Join(s.dir, "zdb.log"), args...)
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		if c, err := client.Dial("unix", s.sock, time.Second); err == nil {

@@ -220,10 +220,10 @@ func (o *Options) apply(k, v string, hasValue bool) error {
 			return err
 		}
 		n, err := parseSize(v)
-		if err != nil || n == 0 {
+		if err != nil {
 			return fmt.Errorf("option \"size\": invalid size %q", v)
 		}
-		o.Size = n
+		o.Size = n // 0 keeps the size in the header (10 GiB for a new filesystem)
 	case "cachesize":
 		if err := needValue(); err != nil {
 			return err
