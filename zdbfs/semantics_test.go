@@ -3,6 +3,7 @@ package zdbfs
 import (
 	"encoding/binary"
 	"errors"
+	"github.com/qsfs/qsfs/zdb/client"
 	"net"
 	"os"
 	"os/exec"
@@ -234,4 +235,31 @@ func TestSemantics(t *testing.T) {
 			t.Errorf("owner could not remove its file in a sticky directory: %v", err)
 		}
 	})
+}
+
+// TestENOSPC fills a data namespace that has a maxsize: writes fail with
+// ENOSPC at fsync, not silently.
+func TestENOSPC(t *testing.T) {
+	s := newStack(t)
+	s.mount()
+	s.unmount()
+	c, err := client.Dial("unix", s.sock, 5*time.Second)
+	must(t, err)
+	_, err = c.Do("NSSET", "zdbfs-data", "maxsize", "2000000")
+	c.Close()
+	must(t, err)
+	s.mount()
+	f, err := os.Create(filepath.Join(s.mnt, "big"))
+	must(t, err)
+	defer f.Close()
+	_, err = f.Write(make([]byte, 4<<20))
+	if err == nil {
+		err = f.Sync()
+	}
+	wantErrno(t, "write 4 MiB into a 2 MB namespace", err, syscall.ENOSPC)
+	f.Close()
+	must(t, os.Remove(filepath.Join(s.mnt, "big")))
+	// the tree stays usable; unmount must still succeed
+	writeFile(t, filepath.Join(s.mnt, "small"), "fits")
+	fsyncPath(t, filepath.Join(s.mnt, "small"))
 }

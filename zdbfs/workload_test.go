@@ -1,10 +1,13 @@
 package zdbfs
 
 import (
+	"time"
+
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/qsfs/qsfs/zdb/client"
 	"io"
 	"io/fs"
 	"math/rand"
@@ -196,6 +199,15 @@ func TestWorkloadRemount(t *testing.T) {
 		t.Fatalf("tree has only %d entries", len(before))
 	}
 	s.unmount()
+	// the temp namespace holds nothing but its header
+	c, err := client.Dial("unix", s.sock, 5*time.Second)
+	must(t, err)
+	info, err := c.NSInfo("zdbfs-temp")
+	c.Close()
+	must(t, err)
+	if info["entries"] != "1" {
+		t.Errorf("zdbfs-temp has %s entries after the workload, want 1", info["entries"])
+	}
 	s.mount()
 	diffTrees(t, before, tree(t, s.mnt))
 }
