@@ -205,6 +205,21 @@ teardown() {
   [ "$output" = before ]
 }
 
+@test "upgrade: the plugin re-created from a new build keeps volumes and data" {
+  D volume create -d qsfs up1
+  D run --rm -v up1:/data busybox:local sh -c 'echo v1 > /data/f'
+  old=$(qsfs_plugin_id qsfs)
+  D plugin disable -f qsfs
+  D plugin rm -f qsfs
+  qsfs_plugin_install qsfs QSFS_METRICS_ADDR="$METRICS" \
+    QSFS_SUBNET4="100.125.$(($$ % 250)).0/24" QSFS_SUBNET6="fd8c:5f0e:$(printf %x $((0x9b00 + $$ % 250)))::/48"
+  [ "$(qsfs_plugin_id qsfs)" != "$old" ]
+  run D run --rm -v up1:/data busybox:local cat /data/f
+  [ "$output" = v1 ]
+  run D volume ls -q
+  [[ "$output" == *up1* ]]
+}
+
 @test "data survives a dockerd restart (the plugin is re-enabled)" {
   D volume create -d qsfs dr
   D run --rm -v dr:/data busybox:local sh -c 'echo kept > /data/f'
@@ -214,7 +229,7 @@ teardown() {
   run D run --rm -v dr:/data busybox:local cat /data/f
   [ "$output" = kept ]
   run D volume ls -q
-  [[ "$output" == *shared* ]]
+  [[ "$output" == *dr* ]]
 }
 
 @test "compose with driver_opts" {
