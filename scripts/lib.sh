@@ -140,3 +140,12 @@ qsfs_teardown_netns_of() {
     "$QSFS_BIN" volume teardown "$id" >/dev/null 2>&1 || true
   done
 }
+
+# qsfs_host_ip6: a global IPv6 address of this host (the default route's
+# source, else the first global one); empty when there is none.
+qsfs_host_ip6() {
+  local ip
+  ip=$(ip -6 route get 2001:db8::123 2>/dev/null | sed -n 's/.* src \([0-9a-f:]*\).*/\1/p' | head -1)
+  [ -n "$ip" ] || ip=$(ip -6 -o addr show scope global | grep -v ' qfs' | awk '{print $4}' | cut -d/ -f1 | head -1)
+  echo "$ip"
+}

@@ -178,6 +178,22 @@ teardown() {
   rm -f "$QW/prometheus.daemon.pid"
 }
 
+@test "IPv6 backends: the namespace reaches them and uploads" {
+  ip6=$(qsfs_host_ip6)
+  [ -n "$ip6" ] || skip "no global IPv6 address on this host"
+  m="[$ip6]:$PORT"
+  d="[$ip6]:$((PORT + 1))"
+  D volume create -d qsfs -o group1="$d/d1,$d/d2" -o group2="$d/d3,$d/d4" \
+    -o meta="$m/m1,$m/m2,$m/m3,$m/m4" -o minimal_shards=2 -o expected_shards=4 -o key_file=k.key -o rotate=2 v6
+  D run --rm -v v6:/data busybox:local sh -c 'dd if=/dev/urandom of=/data/blob bs=1M count=2 2>/dev/null'
+  sock=$(plugin_sock qsfs)
+  uploaded() { "$QSFS_BIN" volume status v6 --socket "$sock" | awk '$1=="TX" && $2 > 2000000 {ok=1} END {exit !ok}'; }
+  wait_for 60 uploaded
+  run "$QSFS_BIN" volume status v6 --socket "$sock"
+  [[ "$output" == *"GROUPS         [$ip6]"* ]]
+  [[ "$output" == *"UPLOADS        0 pending, 0 failed"* ]]
+}
+
 @test "rm then create of the same name while the old volume drains" {
   old=$(vstatus arch id)
   [ "$(vstatus arch state)" = idle ]
