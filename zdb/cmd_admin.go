@@ -75,49 +75,13 @@ func cmdData(c *session, args [][]byte) {
 		c.rw.err("Invalid Request")
 		return
 	}
-	ns := c.ns
-	ns.mu.RLock()
-	defer ns.mu.RUnlock()
-	f, err := ns.file(false, uint32(fileID))
+	key, de, payload, err := c.ns.dataRaw(uint32(fileID), int64(offset))
 	if err != nil {
-		c.rw.err("Invalid Request")
-		return
-	}
-	st, err := f.Stat()
-	if err != nil {
-		c.rw.err("Invalid Request")
-		return
-	}
-	size := st.Size()
-	if uint32(fileID) == ns.curID {
-		size = ns.datEnd
-	}
-	if int64(offset) >= size {
-		c.rw.err("EOF")
-		return
-	}
-	hdr := make([]byte, dataEntrySize)
-	if offset < dataHeaderSize || int64(offset)+dataEntrySize > size {
-		c.rw.err("Unexpected Internal Error")
-		return
-	}
-	if _, err := f.ReadAt(hdr, int64(offset)); err != nil {
-		c.rw.err("Unexpected Internal Error")
-		return
-	}
-	de := decodeDataEntry(hdr)
-	end := int64(offset) + dataEntrySize + int64(de.idLength) + int64(de.length)
-	if de.length > maxPayload || end > size || de.flags > (flagDeleted|flagTruncated) {
-		c.rw.err("Unexpected Internal Error")
-		return
-	}
-	body := make([]byte, int(de.idLength)+int(de.length))
-	if _, err := f.ReadAt(body, int64(offset)+dataEntrySize); err != nil {
-		c.rw.err("Unexpected Internal Error")
+		c.replyErr(err)
 		return
 	}
 	c.rw.array(6)
-	c.rw.bulk(body[:de.idLength])
+	c.rw.bulk(key)
 	c.rw.integer(int64(de.previous))
 	c.rw.bulkString(fmt.Sprintf("0x%08x", de.crc))
 	c.rw.integer(int64(de.flags))
@@ -125,6 +89,45 @@ func cmdData(c *session, args [][]byte) {
 	if de.length == 0 && de.flags&flagDeleted != 0 {
 		c.rw.null()
 	} else {
-		c.rw.bulk(body[de.idLength:])
+		c.rw.bulk(payload)
 	}
+}
+
+// dataRaw reads the data entry at offset in d<fileID> (DATA RAW).
+func (ns *Namespace) dataRaw(fileID uint32, offset int64) (key []byte, de dataEntry, payload []byte, err error) {
+	ns.mu.RLock()
+	defer ns.mu.RUnlock()
+	errInternal := errReply("Unexpected Internal Error")
+	f, err := ns.file(false, fileID)
+	if err != nil {
+		return nil, de, nil, errReply("Invalid Request")
+	}
+	size := ns.datEnd
+	if fileID != ns.curID {
+		st, err := f.Stat()
+		if err != nil {
+			return nil, de, nil, errReply("Invalid Request")
+		}
+		size = st.Size()
+	}
+	if offset >= size {
+		return nil, de, nil, errReply("EOF")
+	}
+	if offset < dataHeaderSize || offset+dataEntrySize > size {
+		return nil, de, nil, errInternal
+	}
+	hdr := make([]byte, dataEntrySize)
+	if _, err := f.ReadAt(hdr, offset); err != nil {
+		return nil, de, nil, errInternal
+	}
+	de = decodeDataEntry(hdr)
+	end := offset + dataEntrySize + int64(de.idLength) + int64(de.length)
+	if de.length > maxPayload || end > size || de.flags > (flagDeleted|flagTruncated) {
+		return nil, de, nil, errInternal
+	}
+	body := make([]byte, int(de.idLength)+int(de.length))
+	if _, err := f.ReadAt(body, offset+dataEntrySize); err != nil {
+		return nil, de, nil, errInternal
+	}
+	return body[:de.idLength], de, body[de.idLength:], nil
 }

@@ -228,17 +228,15 @@ func (ns *Namespace) scanForward(start *cursor, deadline time.Time) ([]scanHit, 
 	return hits, nil
 }
 
-func cmdScan(c *session, args [][]byte)  { c.scanCommand(args, false) }
-func cmdRScan(c *session, args [][]byte) { c.scanCommand(args, true) }
-
-func (c *session) scanCommand(args [][]byte, backward bool) {
-	// like official, arguments after the cursor are ignored
-	ns := c.ns
+// scanFrom validates the optional cursor and scans, under the read lock.
+func (ns *Namespace) scanFrom(args [][]byte, backward bool) ([]scanHit, error) {
 	ns.mu.RLock()
 	defer ns.mu.RUnlock()
+	if ns.removed.Load() {
+		return nil, errNSRemoved
+	}
 	if ns.frozen {
-		c.rw.err(string(errFrozen))
-		return
+		return nil, errFrozen
 	}
 	var start *cursor
 	if len(args) >= 2 {
@@ -247,14 +245,21 @@ func (c *session) scanCommand(args [][]byte, backward bool) {
 			_, ok = ns.readRecord(cur)
 		}
 		if !ok {
-			c.rw.err("Invalid key format")
-			return
+			return nil, errReply("Invalid key format")
 		}
 		start = &cur
 	}
-	hits, err := ns.scan(start, backward)
+	return ns.scan(start, backward)
+}
+
+func cmdScan(c *session, args [][]byte)  { c.scanCommand(args, false) }
+func cmdRScan(c *session, args [][]byte) { c.scanCommand(args, true) }
+
+func (c *session) scanCommand(args [][]byte, backward bool) {
+	// like official, arguments after the cursor are ignored
+	hits, err := c.ns.scanFrom(args, backward)
 	if err != nil {
-		c.replyErr(fmt.Errorf("scan %s: %w", ns.name, err))
+		c.replyErr(fmt.Errorf("scan %s: %w", c.ns.name, err))
 		return
 	}
 	if len(hits) == 0 {
@@ -276,13 +281,15 @@ func cmdKeyCur(c *session, args [][]byte) {
 	if !c.validate(args, 2, false) {
 		return
 	}
-	c.readKey(args[1], func(ns *Namespace, e *entry) {
-		if e == nil {
-			c.rw.err("Key not found")
-			return
-		}
+	kl, ok := c.lookupKey(args[1], false)
+	switch {
+	case !ok:
+	case !kl.found:
+		c.rw.err("Key not found")
+	default:
+		e := &kl.e
 		c.rw.bulk(cursor{idLength: e.keyLen, fileID: e.idxID, length: e.length, idxOff: e.idxOff, crc: e.crc}.encode())
-	})
+	}
 }
 
 // historyKey is the 8-byte {u32 indexid, u32 offset} of a previous version.
@@ -302,49 +309,13 @@ func cmdHistory(c *session, args [][]byte) {
 		c.rw.err("Invalid key")
 		return
 	}
-	ns := c.ns
-	ns.mu.RLock()
-	defer ns.mu.RUnlock()
-	if ns.frozen {
-		c.rw.err(string(errFrozen))
-		return
+	var hkey []byte
+	if len(args) == 3 {
+		hkey = args[2]
 	}
-	var ver entry
-	if len(args) == 2 {
-		e := ns.liveLookup(args[1])
-		if e == nil {
-			c.rw.err("Key not found")
-			return
-		}
-		ver = *e
-	} else {
-		// an older version, named by a key HISTORY returned; the key must
-		// match the record so crafted offsets are refused
-		if len(args[2]) != 8 {
-			c.rw.err("Invalid arguments")
-			return
-		}
-		id, off := binary.LittleEndian.Uint32(args[2]), binary.LittleEndian.Uint32(args[2][4:])
-		if id == 0 && off == 0 {
-			c.rw.err("No more history")
-			return
-		}
-		rec, ok := ns.readRecordAt(id, off, len(args[1]))
-		if !ok {
-			c.rw.err("Invalid arguments (index query)")
-			return
-		}
-		if string(rec.key) != string(args[1]) {
-			c.rw.err("Invalid arguments (invalid key)")
-			return
-		}
-		it := rec.item
-		ver = entry{dataID: maxU32(it.dataID, id), offset: it.offset, length: it.length, crc: it.crc, ts: it.timestamp,
-			idxID: id, idxOff: off, parentID: it.parentID, parentOff: it.parentOff, flags: it.flags, keyLen: it.idLength}
-	}
-	payload, err := ns.readPayload(&ver, nil)
+	ver, payload, err := c.ns.history(args[1], hkey)
 	if err != nil {
-		c.rw.err("Internal Error")
+		c.replyErr(err)
 		return
 	}
 	c.rw.array(3)
@@ -355,6 +326,52 @@ func cmdHistory(c *session, args [][]byte) {
 	}
 	c.rw.bulkString(strconv.FormatUint(uint64(ver.ts), 10))
 	c.rw.bulk(payload)
+}
+
+// history returns the current version of key (hkey nil) or the version
+// hkey names, with its payload.
+func (ns *Namespace) history(key, hkey []byte) (entry, []byte, error) {
+	ns.mu.RLock()
+	defer ns.mu.RUnlock()
+	if ns.removed.Load() {
+		return entry{}, nil, errNSRemoved
+	}
+	if ns.frozen {
+		return entry{}, nil, errFrozen
+	}
+	var ver entry
+	if hkey == nil {
+		e := ns.liveLookup(key)
+		if e == nil {
+			return ver, nil, errKeyNotFound
+		}
+		ver = *e
+	} else {
+		// an older version, named by a key HISTORY returned; the key must
+		// match the record so crafted offsets are refused
+		if len(hkey) != 8 {
+			return ver, nil, errReply("Invalid arguments")
+		}
+		id, off := binary.LittleEndian.Uint32(hkey), binary.LittleEndian.Uint32(hkey[4:])
+		if id == 0 && off == 0 {
+			return ver, nil, errReply("No more history")
+		}
+		rec, ok := ns.readRecordAt(id, off, len(key))
+		if !ok {
+			return ver, nil, errReply("Invalid arguments (index query)")
+		}
+		if string(rec.key) != string(key) {
+			return ver, nil, errReply("Invalid arguments (invalid key)")
+		}
+		it := rec.item
+		ver = entry{dataID: maxU32(it.dataID, id), offset: it.offset, length: it.length, crc: it.crc, ts: it.timestamp,
+			idxID: id, idxOff: off, parentID: it.parentID, parentOff: it.parentOff, flags: it.flags, keyLen: it.idLength}
+	}
+	payload, err := ns.readPayload(&ver, nil)
+	if err != nil {
+		return ver, nil, errReply("Internal Error")
+	}
+	return ver, payload, nil
 }
 
 // readRecordAt reads the index record at (id, off) with a key of keyLen.

@@ -424,3 +424,45 @@ func appendFile(t *testing.T, p string, b []byte) {
 }
 
 var _ io.Writer = (*lockedBuffer)(nil)
+
+// A client that stops reading its replies must not hold up other clients
+// of the same namespace: replies are written outside the namespace lock.
+func TestStalledReaderDoesNotBlockWriters(t *testing.T) {
+	p := startZDB(t, "")
+	c := p.dial("unix")
+	big := bytes.Repeat([]byte{'b'}, 1<<20)
+	expect(t, c, "$big", "SET", "big", big)
+	stalled, err := net.Dial("unix", p.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	var reqs bytes.Buffer
+	for i := 0; i < 64; i++ {
+		reqs.WriteString("*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n")
+	}
+	for i := 0; i < 64; i++ {
+		reqs.WriteString("*3\r\n$4\r\nMGET\r\n$3\r\nbig\r\n$3\r\nbig\r\n")
+	}
+	go stalled.Write(reqs.Bytes()) // and never read
+	time.Sleep(200 * time.Millisecond)
+	done := make(chan error, 1)
+	go func() {
+		w := p.dial("tcp")
+		for i := 0; i < 100; i++ {
+			if _, err := w.Set([]byte(fmt.Sprintf("k%d", i)), []byte("v")); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("writers blocked by a client that does not read its replies")
+	}
+}
