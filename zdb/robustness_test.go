@@ -466,3 +466,25 @@ func TestStalledReaderDoesNotBlockWriters(t *testing.T) {
 		t.Fatal("writers blocked by a client that does not read its replies")
 	}
 }
+
+// Official accepts the same directory for --data and --index (its own
+// test suite does), with or without a trailing slash.
+func TestSharedDataAndIndexDirectory(t *testing.T) {
+	p := startZDB(t, "", "--data", "db/", "--index", "db", "--datasize", "512k")
+	c := p.dial("unix")
+	expect(t, c, "+OK", "NSNEW", "x")
+	expect(t, c, "+OK", "SELECT", "x")
+	for i := 0; i < 8; i++ {
+		expect(t, c, fmt.Sprintf("$k%d", i), "SET", fmt.Sprintf("k%d", i), strings.Repeat("z", 100000))
+	}
+	expect(t, c, "+OK", "DEL", "k1")
+	p.restart(syscall.SIGTERM)
+	c = p.dial("unix")
+	expect(t, c, "+OK", "SELECT", "x")
+	expect(t, c, ":7", "DBSIZE")
+	for _, f := range []string{"zdb-namespace", "i0", "d0", "i1", "d1"} {
+		if _, err := os.Stat(filepath.Join(p.dir, "db", "x", f)); err != nil {
+			t.Fatalf("db/x/%s: %v", f, err)
+		}
+	}
+}

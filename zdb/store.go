@@ -42,7 +42,12 @@ type storeStats struct {
 // openStore locks the roots and loads every namespace found in them.
 func openStore(opts Options, log *logrus.Entry, hooks *hookRunner) (*Store, error) {
 	s := &Store{opts: opts, log: log, hooks: hooks, nss: make(map[string]*Namespace)}
-	for _, dir := range []string{opts.IndexPath, opts.DataPath} {
+	roots := []string{opts.IndexPath, opts.DataPath}
+	if sameDir(opts.IndexPath, opts.DataPath) {
+		// official accepts one directory for both; lock it once
+		roots = roots[:1]
+	}
+	for _, dir := range roots {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("create directory %s: %w", dir, err)
 		}
@@ -98,6 +103,17 @@ func openStore(opts Options, log *logrus.Entry, hooks *hookRunner) (*Store, erro
 	// loading read whole index files; give that memory back now
 	debug.FreeOSMemory()
 	return s, nil
+}
+
+// sameDir reports whether a and b name the same directory (they may not
+// exist yet).
+func sameDir(a, b string) bool {
+	if filepath.Clean(a) == filepath.Clean(b) {
+		return true
+	}
+	sa, errA := os.Stat(a)
+	sb, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(sa, sb)
 }
 
 func (s *Store) newNamespace(name string) *Namespace {
