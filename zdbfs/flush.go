@@ -177,7 +177,20 @@ type wbJob struct {
 }
 
 // flushData writes every dirty block and waits for write-behind in flight.
+// Blocks that write-behind failed to write are retried here, so that an
+// error (ENOSPC, EIO) reaches fsync instead of a silent success.
 func (fs *FS) flushData() error {
+	for round := 0; ; round++ {
+		remaining, err := fs.flushDataRound()
+		if err != nil || remaining == 0 || round == 2 {
+			return err
+		}
+	}
+}
+
+// flushDataRound is one pass over the dirty files; it returns how many of
+// them still have dirty blocks afterwards.
+func (fs *FS) flushDataRound() (int, error) {
 	fs.dirtyMu.Lock()
 	nodes := make([]*node, 0, len(fs.dirtyData))
 	for n := range fs.dirtyData {
@@ -191,6 +204,7 @@ func (fs *FS) flushData() error {
 	}
 	fs.add(&fs.stats.randomFlush, uint64(len(jobs)))
 	err := fs.runJobs(jobs)
+	remaining := 0
 	for _, n := range nodes {
 		n.mu.Lock()
 		for n.flushing > 0 {
@@ -208,12 +222,13 @@ func (fs *FS) flushData() error {
 		}
 		n.mu.Unlock()
 		if dirty {
+			remaining++
 			fs.dirtyMu.Lock()
 			fs.dirtyData[n] = struct{}{}
 			fs.dirtyMu.Unlock()
 		}
 	}
-	return err
+	return remaining, err
 }
 
 // throttle makes writers wait while too much dirty data is buffered: for

@@ -16,25 +16,20 @@
 package zdbfs
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/sirupsen/logrus"
-	"golang.org/x/sys/unix"
 )
 
 // Version is reported by -V.
@@ -109,54 +104,6 @@ func Main(args []string) int {
 		return 1
 	}
 	return 0
-}
-
-// background re-executes zdbfs detached and returns once the mount is live.
-func background(args []string, o *Options) int {
-	r, w, err := os.Pipe()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "qsfs zdbfs: %v\n", err)
-		return 1
-	}
-	self, err := os.Executable()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "qsfs zdbfs: %v\n", err)
-		return 1
-	}
-	cmd := exec.Command(self, append([]string{"zdbfs"}, args...)...)
-	cmd.Env = append(os.Environ(), readyEnv+"=3")
-	cmd.ExtraFiles = []*os.File{w}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if o.Logfile == "" {
-		cmd.Stdout, cmd.Stderr = nil, nil
-	}
-	if err := cmd.Start(); err != nil {
-		fmt.Fprintf(os.Stderr, "qsfs zdbfs: start background process: %v\n", err)
-		return 1
-	}
-	w.Close()
-	msg, _ := bufio.NewReader(r).ReadString('\n')
-	r.Close()
-	if msg != "ok\n" {
-		fmt.Fprintf(os.Stderr, "qsfs zdbfs: background process failed to mount %s%s\n", o.Mountpoint, msg)
-		return 1
-	}
-	return 0
-}
-
-func notifyReady(failure error) {
-	fd, err := strconv.Atoi(os.Getenv(readyEnv))
-	if err != nil {
-		return
-	}
-	f := os.NewFile(uintptr(fd), "ready")
-	if failure != nil {
-		fmt.Fprintf(f, ": %v\n", failure)
-	} else {
-		f.WriteString("ok\n")
-	}
-	f.Close()
-	os.Unsetenv(readyEnv)
 }
 
 func run(o *Options, log *logrus.Entry) (err error) {
@@ -250,162 +197,4 @@ func run(o *Options, log *logrus.Entry) (err error) {
 	srv.Wait()
 	close(stop)
 	return fs.shutdown()
-}
-
-// background writes dirty state back every two seconds.
-func (fs *FS) background(stop <-chan struct{}) {
-	t := time.NewTicker(2 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-			if err := fs.flush(); err != nil {
-				fs.log.Warnf("write-back: %v", err)
-			}
-			fs.sweep()
-		}
-	}
-}
-
-// sweep forgets clean inodes the kernel no longer references. It holds
-// flushMu so that no inode is in the middle of being written back.
-func (fs *FS) sweep() {
-	fs.flushMu.Lock()
-	defer fs.flushMu.Unlock()
-	fs.nodesMu.Lock()
-	if len(fs.nodes) < 100000 {
-		fs.nodesMu.Unlock()
-		return
-	}
-	cand := make([]*node, 0, len(fs.nodes))
-	for _, n := range fs.nodes {
-		if n.lookups == 0 {
-			cand = append(cand, n)
-		}
-	}
-	fs.nodesMu.Unlock()
-	for _, n := range cand {
-		n.mu.Lock()
-		busy := n.opens > 0 || n.flushing > 0 || len(n.cache) > 0 || len(n.inflight) > 0
-		n.mu.Unlock()
-		fs.dirtyMu.Lock()
-		_, d1 := fs.dirtyMeta[n]
-		_, d2 := fs.dirtyDirs[n]
-		_, d3 := fs.dirtyData[n]
-		fs.dirtyMu.Unlock()
-		if busy || d1 || d2 || d3 {
-			continue
-		}
-		fs.nodesMu.Lock()
-		if n.lookups == 0 && fs.nodes[n.ino] == n {
-			delete(fs.nodes, n.ino)
-		}
-		fs.nodesMu.Unlock()
-	}
-}
-
-// shutdown reaps unlinked inodes, writes everything back and releases the
-// unused reserved ids.
-func (fs *FS) shutdown() error {
-	fs.nodesMu.Lock()
-	var orphans []*node
-	for _, n := range fs.nodes {
-		n.lookups = 0
-		orphans = append(orphans, n)
-	}
-	fs.nodesMu.Unlock()
-	for _, n := range orphans {
-		n.mu.Lock()
-		n.opens = 0
-		n.mu.Unlock()
-		fs.maybeReap(n)
-	}
-	var err error
-	for i := 0; i < 3; i++ {
-		if err = fs.flush(); err == nil {
-			break
-		}
-		fs.log.Warnf("final write-back: %v", err)
-		time.Sleep(time.Second)
-	}
-	if err != nil {
-		return fmt.Errorf("final write-back: %w", err)
-	}
-	fs.idMu.Lock()
-	free := fs.freeIDs
-	fs.freeIDs = nil
-	fs.idMu.Unlock()
-	if err := fs.b.meta.delMany(free); err != nil {
-		fs.log.Warnf("release reserved ids: %v", err)
-	}
-	fs.b.meta.close()
-	fs.b.data.close()
-	fs.b.temp.close()
-	fs.log.Info("unmounted, everything written to zdb")
-	return nil
-}
-
-// tuneReadahead raises the kernel read-ahead of the mount (128 KiB by
-// default for FUSE) so that sequential reads arrive as large requests.
-func tuneReadahead(mnt string, log *logrus.Entry) {
-	var st syscall.Stat_t
-	if err := syscall.Stat(mnt, &st); err != nil {
-		return
-	}
-	path := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
-	if err := os.WriteFile(path, []byte("4096"), 0o644); err != nil {
-		log.Debugf("read-ahead: %v", err)
-	}
-}
-
-// startWatchdog implements auto_unmount for a direct (root) mount: a child
-// process waits for the returned pipe to close, which happens when this
-// process exits however it exits, and then detaches the mount if it is
-// still there.
-func startWatchdog(mnt string) (*os.File, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(self, "zdbfs", mnt)
-	cmd.Env = append(os.Environ(), watchEnv+"=1")
-	cmd.Stdin = r
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		r.Close()
-		w.Close()
-		return nil, err
-	}
-	r.Close()
-	go cmd.Wait()
-	return w, nil
-}
-
-// watch is the watchdog: it returns when its parent's pipe closes.
-func watch(mnt string) int {
-	io.Copy(io.Discard, os.Stdin)
-	if mountedZdbfs(mnt) {
-		syscall.Unmount(mnt, syscall.MNT_DETACH)
-	}
-	return 0
-}
-
-func mountedZdbfs(mnt string) bool {
-	b, err := os.ReadFile("/proc/self/mounts")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 2 && f[1] == mnt && f[2] == "fuse.zdbfs" {
-			return true
-		}
-	}
-	return false
 }
