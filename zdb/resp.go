@@ -29,6 +29,8 @@ func (e *protoError) Error() string { return e.reply }
 
 var (
 	errMalformedArray = &protoError{reply: "Malformed request, array expected"}
+	errMissingArgs    = &protoError{reply: "Missing arguments"}
+	errMalformedArg   = &protoError{reply: "Malformed query string", fatal: true}
 	errMalformed      = &protoError{reply: "Malformed request", fatal: true}
 	errTooManyArgs    = &protoError{reply: "Too many arguments"}
 	errPayloadTooBig  = &protoError{reply: "Payload too big"}
@@ -91,9 +93,8 @@ func parseLen(b []byte) (int, bool) {
 	return n, true
 }
 
-// read returns the next request's arguments. It returns (nil, nil) for an
-// empty multi-bulk ("*0"), a *protoError for a request to answer with an
-// error, and io errors as they are.
+// read returns the next request's arguments, a *protoError for a request
+// to answer with an error, or an io error.
 func (rr *requestReader) read() ([][]byte, error) {
 	line, err := rr.readLine()
 	if err != nil {
@@ -102,12 +103,11 @@ func (rr *requestReader) read() ([][]byte, error) {
 	if len(line) == 0 || line[0] != '*' {
 		return nil, errMalformedArray
 	}
+	// official reads the count with atoi: "*0", "*-1" and "*x" are all
+	// "Missing arguments"
 	argc, ok := parseLen(line[1:])
-	if !ok {
-		return nil, errMalformed
-	}
-	if argc <= 0 {
-		return nil, nil
+	if !ok || argc <= 0 {
+		return nil, errMissingArgs
 	}
 	var perr *protoError
 	if argc > maxArgs {
@@ -126,11 +126,11 @@ func (rr *requestReader) read() ([][]byte, error) {
 			return nil, eofToUnexpected(err)
 		}
 		if len(line) == 0 || line[0] != '$' {
-			return nil, errMalformed
+			return nil, errMalformedArg
 		}
 		n, ok := parseLen(line[1:])
 		if !ok || n < 0 {
-			return nil, errMalformed
+			return nil, errMalformedArg
 		}
 		total += n
 		if n > maxPayload || total > maxRequest {

@@ -52,6 +52,10 @@ func TestBadInputGetsOfficialErrors(t *testing.T) {
 	}{
 		{"inline", "PING\r\n*1\r\n$4\r\nPING\r\n", "-Malformed request, array expected\r\n+PONG\r\n", 2},
 		{"unknown", "*1\r\n$7\r\nFOOBARX\r\n", "-Command not supported\r\n", 1},
+		{"empty", "*0\r\n*1\r\n$4\r\nPING\r\n", "-Missing arguments\r\n+PONG\r\n", 2},
+		// official's tricky read-buffer boundaries (tests/zdb_lowlevel.c)
+		{"payload across 8 KiB", "*3\r\n$3\r\nSET\r\n$3\r\nXXX\r\n$8164\r\n" + strings.Repeat("K", 8164) + "\r\n*2\r\n$3\r\nDEL\r\n$3\r\nXXX\r\n", "$3\r\nXXX\r\n+OK\r\n", 3},
+		{"header across 8 KiB", "*2\r\n$8178\r\n" + strings.Repeat("W", 8178) + "\r\n$4\r\nXXXX\r\n", "-Command not supported\r\n", 1},
 		{"arity", "*2\r\n$3\r\nGET\r\n$0\r\n\r\n*4\r\n$3\r\nDEL\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n", "-Invalid argument\r\n-Unexpected arguments\r\n", 2},
 		{"too many", "*1025\r\n" + strings.Repeat("$3\r\nGET\r\n", 1025) + "*1\r\n$4\r\nPING\r\n", "-Too many arguments\r\n+PONG\r\n", 2},
 		{"payload", "*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$8388609\r\n" + strings.Repeat("x", 8388609) + "\r\n*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n", "-Payload too big\r\n$-1\r\n", 2},
@@ -66,7 +70,7 @@ func TestBadInputGetsOfficialErrors(t *testing.T) {
 		})
 	}
 	// a fatal framing error closes only that connection
-	if got := rawRoundTrip(t, "tcp", tcp, []byte("*1\r\n+PING\r\n"), 2); got != "-Malformed request\r\n" {
+	if got := rawRoundTrip(t, "tcp", tcp, []byte("*1\r\n+PING\r\n"), 2); got != "-Malformed query string\r\n" {
 		t.Fatalf("framing error: %q", got)
 	}
 	// exactly 8 MiB is accepted
