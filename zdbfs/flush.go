@@ -339,7 +339,30 @@ func (fs *FS) writeInodes(nodes []*node) error {
 		fs.dirtyMu.Unlock()
 		return err
 	}
+	for _, n := range done {
+		n.fresh.Store(false)
+	}
 	return nil
+}
+
+// storedEntries returns the entries of bucket b of directory n that may be
+// written now: names of inodes whose record is not in zdb yet (created
+// after this write-back cycle began) wait for the next cycle. complete is
+// false when some were held back. n.mu is held.
+func (fs *FS) storedEntries(n *node, b int) (entries []layout.DirEntry, complete bool) {
+	all := n.dir.entries(b)
+	entries = all[:0]
+	complete = true
+	fs.nodesMu.Lock()
+	for _, e := range all {
+		if c := fs.nodes[e.Ino]; c != nil && e.Name != "." && e.Name != ".." && c.fresh.Load() {
+			complete = false
+			continue
+		}
+		entries = append(entries, e)
+	}
+	fs.nodesMu.Unlock()
+	return entries, complete
 }
 
 func (fs *FS) writeDirs(dirs []*node) error {
@@ -387,6 +410,7 @@ func (fs *FS) writeDirs(dirs []*node) error {
 	}
 	var ids []uint64
 	var vals [][]byte
+	var later []*node
 	for _, n := range dirs {
 		n.mu.Lock()
 		if !n.reaped {
@@ -394,12 +418,17 @@ func (fs *FS) writeDirs(dirs []*node) error {
 				if !n.dir.dirty[b] {
 					continue
 				}
-				n.dir.dirty[b] = false
 				if n.dir.slots[b] == 0 {
+					n.dir.dirty[b] = false
 					continue
 				}
+				entries, complete := fs.storedEntries(n, b)
+				n.dir.dirty[b] = !complete
+				if !complete {
+					later = append(later, n)
+				}
 				ids = append(ids, n.dir.slots[b])
-				vals = append(vals, layout.EncodeDirlist(n.dir.slots[b], n.dir.entries(b)))
+				vals = append(vals, layout.EncodeDirlist(n.dir.slots[b], entries))
 			}
 		}
 		n.mu.Unlock()
@@ -415,5 +444,6 @@ func (fs *FS) writeDirs(dirs []*node) error {
 		fs.requeueDirs(dirs)
 		return err
 	}
+	fs.requeueDirs(later)
 	return nil
 }

@@ -50,6 +50,7 @@ func (fs *FS) newChild(h *fuse.InHeader, name string, mode, rdev uint32, target 
 	}
 	t := now()
 	n := &node{ino: ino, attr: layout.Inode{Mode: mode, Dev: rdev, UID: uid, GID: gid, Links: 1, Atime: t, Mtime: t, Ctime: t}}
+	n.fresh.Store(true)
 	switch {
 	case isDir:
 		n.attr.Links = 2
@@ -157,6 +158,7 @@ func (fs *FS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.Creat
 	t := now()
 	n := &node{ino: ino, tmpfile: true, opens: 1, lookups: 1, cache: map[uint32]*block{},
 		attr: layout.Inode{Mode: syscall.S_IFREG | in.Mode&07777, UID: uid, GID: gid, Atime: t, Mtime: t, Ctime: t}}
+	n.fresh.Store(true)
 	fs.nodesMu.Lock()
 	fs.nodes[ino] = n
 	fs.nodesMu.Unlock()

@@ -3,6 +3,7 @@ package zdbfs
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -25,12 +26,13 @@ type node struct {
 	target []byte   // symlinks
 	dir    *dirData // directories
 
-	opens     int        // open file handles (guarded by mu)
-	lookups   uint64     // kernel references (guarded by FS.nodesMu)
-	reaped    bool       // removed from the backend
-	tmpfile   bool       // created by O_TMPFILE and not linked yet
-	flushing  int        // block flushes in progress
-	flushDone *sync.Cond // signalled when flushing drops to 0
+	opens     int         // open file handles (guarded by mu)
+	lookups   uint64      // kernel references (guarded by FS.nodesMu)
+	reaped    bool        // removed from the backend
+	tmpfile   bool        // created by O_TMPFILE and not linked yet
+	fresh     atomic.Bool // its inode record is not in zdb yet
+	flushing  int         // block flushes in progress
+	flushDone *sync.Cond  // signalled when flushing drops to 0
 }
 
 // dirData is a loaded directory: its 128 dirlist buckets.
