@@ -43,7 +43,9 @@
 //     (official was observed writing 0); on load the larger of the field and
 //     the index file id is used, which reads both forms correctly.
 //
-// Sequential-mode updates and deletes both append a copy of the superseded
-// record flagged deleted and rewrite the original slot in place, so each
-// consumes one id (next_internal_id counts index records, not keys).
+// A sequential-mode update appends a copy of the superseded record flagged
+// deleted and rewrites the original slot in place, so it consumes one id; a
+// delete flags the slot in place and consumes none (official's test suite:
+// insert, update, delete, and the next insert returns id 2).
+// next_internal_id counts index records, not keys.
 package zdb

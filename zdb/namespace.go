@@ -374,23 +374,18 @@ func (ns *Namespace) Del(key []byte, ts uint32) error {
 	if _, err := ns.appendData(k, nil, 0, ts, flagDeleted); err != nil {
 		return errCannotDelete
 	}
-	if ns.mode == modeSeq {
-		id := uint64(binary.LittleEndian.Uint32(key))
-		repl := *e
-		repl.flags |= flagDeleted
-		repl.ts = ts
-		if err := ns.seqSupersede(id, k, repl); err != nil {
-			return errCannotDelete
-		}
-		ns.entries--
-	} else {
-		if err := ns.flagDeletedOnDisk(e); err != nil {
-			return errCannotDelete
-		}
-		delete(ns.keys, string(key))
-		ns.entries--
-		ns.dataSize -= int64(e.length)
+	// the record is flagged deleted in place; in sequential mode the slot
+	// stays where it is and no id is consumed (official's own test suite:
+	// insert, update, delete, then the next insert gets id 2)
+	if err := ns.flagDeletedOnDisk(e); err != nil {
+		return errCannotDelete
 	}
+	e.flags |= flagDeleted
+	if ns.mode != modeSeq {
+		delete(ns.keys, string(key))
+	}
+	ns.entries--
+	ns.dataSize -= int64(e.length)
 	ns.written = true
 	ns.syncAfterWrite()
 	return nil
