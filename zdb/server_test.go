@@ -47,6 +47,9 @@ func TestUserModeCommands(t *testing.T) {
 			expect(t, c, "$"+k, "S", k, "abbrev")
 			expect(t, c, "$abbrev", "g", k)
 			expect(t, c, "-This is not a valid command", "*")
+			expect(t, c, "-Command disabled in release code, not yet available", "KSCAN", "k")
+			expect(t, c, "-Unauthorized", "STOP")
+			expect(t, c, "-Invalid argument", "KEYCUR", "")
 			if r := do(t, c, "TIME"); len(r.Array) != 2 {
 				t.Fatalf("TIME = %s", fmtReply(r))
 			}
