@@ -3,9 +3,11 @@ package zdb
 // Loading a namespace from its files, with torn-write recovery.
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -107,26 +109,35 @@ func (ns *Namespace) resetMemory() {
 // off.
 func (ns *Namespace) loadIndexFile(id uint32, last bool) error {
 	p := ns.indexPath(id)
-	raw, err := os.ReadFile(p)
+	f, err := os.Open(p)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			// a missing middle index file: keep ids aligned
 			ns.seqBase = append(ns.seqBase, ns.nextEntry)
 			return nil
 		}
-		return fmt.Errorf("read index file %s: %w", p, err)
+		return fmt.Errorf("open index file %s: %w", p, err)
 	}
-	if len(raw) < indexHeaderSize || string(raw[:4]) != indexMagic {
-		if last && len(raw) < indexHeaderSize {
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("stat index file %s: %w", p, err)
+	}
+	size := st.Size()
+	// records are streamed, so loading needs no memory for the file itself
+	r := bufio.NewReaderSize(f, 1<<20)
+	var hdr [indexHeaderSize]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil || string(hdr[:4]) != indexMagic {
+		if last && size < indexHeaderSize {
 			// torn creation: rewrite the header
 			return os.WriteFile(p, indexHeader(id, ns.mode), 0o600)
 		}
 		return fmt.Errorf("index file %s: invalid header", p)
 	}
-	if v := binary.LittleEndian.Uint32(raw[4:]); v != indexVersion {
+	if v := binary.LittleEndian.Uint32(hdr[4:]); v != indexVersion {
 		return fmt.Errorf("index file %s: unsupported version %d", p, v)
 	}
-	fmode := raw[28]
+	fmode := hdr[28]
 	if id == 0 || len(ns.seqBase) == 0 {
 		if ns.store.opts.Mode != modeMixed && int(fmode) != ns.store.opts.Mode {
 			return fmt.Errorf("namespace %s: index created in another mode (%d), refusing to load", ns.name, fmode)
@@ -134,37 +145,49 @@ func (ns *Namespace) loadIndexFile(id uint32, last bool) error {
 		ns.mode = fmode
 	}
 	ns.seqBase = append(ns.seqBase, ns.nextEntry)
-	off := indexHeaderSize
-	lastStart := -1
-	for off < len(raw) {
-		if len(raw)-off < indexItemSize {
+	var (
+		off       = int64(indexHeaderSize)
+		lastStart = int64(-1)
+		lastItem  indexItem
+		item      [indexItemSize]byte
+		key       [maxKeyLength]byte
+		lastKey   []byte
+	)
+	for off+indexItemSize <= size {
+		if _, err := io.ReadFull(r, item[:]); err != nil {
+			return fmt.Errorf("read index file %s at %d: %w", p, off, err)
+		}
+		it := decodeIndexItem(item[:])
+		end := off + indexItemSize + int64(it.idLength)
+		if end > size {
 			break
 		}
-		it := decodeIndexItem(raw[off:])
-		end := off + indexItemSize + int(it.idLength)
-		if end > len(raw) {
-			break
+		k := key[:it.idLength]
+		if _, err := io.ReadFull(r, k); err != nil {
+			return fmt.Errorf("read index file %s at %d: %w", p, off, err)
 		}
-		key := raw[off+indexItemSize : end]
-		ns.replay(id, uint32(off), it, key)
-		lastStart = off
+		ns.replay(id, uint32(off), it, k)
+		lastStart, lastItem = off, it
+		if last {
+			lastKey = append(lastKey[:0], k...)
+		}
 		off = end
 	}
-	if off < len(raw) {
+	if off < size {
 		if !last {
 			return fmt.Errorf("index file %s: truncated entry at offset %d", p, off)
 		}
 		ns.store.log.WithField("ns", ns.name).WithField("file", p).Warnf("dropping torn index tail at offset %d", off)
-		if err := os.Truncate(p, int64(off)); err != nil {
+		if err := os.Truncate(p, off); err != nil {
 			return fmt.Errorf("truncate torn index %s: %w", p, err)
 		}
 	}
 	if last && lastStart >= 0 {
-		it := decodeIndexItem(raw[lastStart:])
+		it := lastItem
 		if it.flags&flagDeleted == 0 && !ns.payloadIntact(maxU32(it.dataID, id), it) {
 			ns.store.log.WithField("ns", ns.name).WithField("file", p).Warnf("dropping last index entry at offset %d: payload torn", lastStart)
-			ns.unreplayLast(id, uint32(lastStart), it, raw[lastStart+indexItemSize:lastStart+indexItemSize+int(it.idLength)])
-			if err := os.Truncate(p, int64(lastStart)); err != nil {
+			ns.unreplayLast(id, uint32(lastStart), it, lastKey)
+			if err := os.Truncate(p, lastStart); err != nil {
 				return fmt.Errorf("truncate torn index %s: %w", p, err)
 			}
 			if dp := ns.dataPath(maxU32(it.dataID, id)); fileExists(dp) {
@@ -174,7 +197,7 @@ func (ns *Namespace) loadIndexFile(id uint32, last bool) error {
 		}
 	}
 	if last {
-		ns.idxEnd = int64(off)
+		ns.idxEnd = off
 	}
 	return nil
 }
