@@ -89,6 +89,10 @@ func run(opts Options, log *logrus.Entry) (int, error) {
 	}
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	// a closed stdout (the supervisor went away) must not kill the server
+	// on its next log line; a handled signal (unlike an ignored one) is
+	// reset to default in hook processes
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	if code := hooks.run("ready", true); code != 0 {
 		log.Errorf("unsuccessful init hook, stopping (code: %d)", code)
 		srv.closeListeners()
