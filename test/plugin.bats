@@ -132,6 +132,28 @@ teardown() {
   D plugin rm -f qsfsbroken
 }
 
+@test "program paths: the stack runs from QSFS_ZDB/ZDBFS/ZSTOR/HOOK paths as official binaries would" {
+  # /usr/bin/{zdb,zdbfs,zstor,hook} in the rootfs are the qsfs binary under
+  # the official programs' names; the plugin runs them as plain programs.
+  PLUGIN_STATE="$QW/state-prog" qsfs_plugin_install qsfsprog QSFS_METRICS_ADDR= \
+    QSFS_ZDB=/usr/bin/zdb QSFS_ZDBFS=/usr/bin/zdbfs QSFS_ZSTOR=/usr/bin/zstor QSFS_HOOK=/usr/bin/hook \
+    QSFS_SUBNET4="100.121.$(($$ % 250)).0/24" QSFS_SUBNET6="fd8c:5f0e:$(printf %x $((0x9d00 + $$ % 250)))::/48"
+  cp "$QW/secrets/k.key" "$QW/secrets/k2.key"
+  D volume create -d qsfsprog -o groups="$QSFS_GROUPS" -o meta="$QSFS_META" -o minimal_shards=2 \
+    -o expected_shards=4 -o key_file=k2.key -o rotate=2 -o meta_prefix="prog-$$" pp
+  D run --rm -v pp:/data busybox:local sh -c 'dd if=/dev/urandom of=/data/blob bs=1M count=2 2>/dev/null; md5sum /data/blob > /data/md5'
+  run D run --rm -v pp:/data busybox:local md5sum -c /data/md5
+  [ "$status" -eq 0 ]
+  sock=$(plugin_sock qsfsprog)
+  uploaded() { "$QSFS_BIN" volume status pp --socket "$sock" | awk '$1=="TX" && $2 > 2000000 {ok=1} END {exit !ok}'; }
+  wait_for 60 uploaded
+  run pgrep -af "^/usr/bin/zstor .*state-prog|^/usr/bin/zstor --log_file /var/lib/qsfs/data/$(vstatus pp id)"
+  [ "$status" -eq 0 ]
+  D volume rm pp
+  D plugin disable -f qsfsprog
+  D plugin rm -f qsfsprog
+}
+
 @test "archived volume: uploads to its backends, status and update over the socket" {
   D volume create -d qsfs -o groups="$QSFS_GROUPS" -o meta="$QSFS_META" -o minimal_shards=2 \
     -o expected_shards=4 -o key_file=k.key -o rotate=2 arch
