@@ -527,3 +527,60 @@ func TestSupervisorRestartsDeadProcesses(t *testing.T) {
 		t.Errorf("status does not show the restart: %v", g.Volume.Status["processes"])
 	}
 }
+
+// A slow Mount holds only its own volume's lock: Get, List, Create and
+// Remove of other volumes, and Get of the mounting one, answer meanwhile.
+func TestSlowMountBlocksNobodyElse(t *testing.T) {
+	requireFUSE(t)
+	e := newEnv(t)
+	gate := filepath.Join(e.root, "gate")
+	slow, err := drivertest.GatedProgram(filepath.Join(e.root, "bin"), gate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cfg.Programs.Zdbfs = []string{slow}
+	e.cfg.MountTimeout = time.Minute
+	d := e.driver(t)
+	if err := d.Create(&volume.CreateRequest{Name: "slow"}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := d.Mount(&volume.MountRequest{Name: "slow", ID: "a"})
+		done <- err
+	}()
+	for {
+		g, err := d.Get(&volume.GetRequest{Name: "slow"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g.Volume.Status["state"] == StateStarting {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The Mount is blocked on the gate; everything else goes on.
+	if err := d.Create(&volume.CreateRequest{Name: "other"}); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := d.List(); err != nil || len(l.Volumes) != 2 {
+		t.Fatalf("list during a slow mount: %v %v", l, err)
+	}
+	if err := d.Remove(&volume.RemoveRequest{Name: "other"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("mount finished before the gate opened: %v", err)
+	default:
+	}
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Unmount(&volume.UnmountRequest{Name: "slow", ID: "a"}); err != nil {
+		t.Fatal(err)
+	}
+}

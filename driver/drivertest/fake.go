@@ -26,7 +26,10 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
-const envFake = "QSFS_DRIVERTEST_FAKE"
+const (
+	envFake = "QSFS_DRIVERTEST_FAKE"
+	envGate = "QSFS_DRIVERTEST_GATE"
+)
 
 // RunIfFake runs the fake program named by the environment and exits, or
 // returns when the process is an ordinary test run.
@@ -40,6 +43,16 @@ func RunIfFake() {
 	case "zdb":
 		err = fakeZdb(os.Args[1:])
 	case "zdbfs":
+		err = fakeZdbfs(os.Args[1:])
+	case "zdbfs-gated":
+		// Waits until the gate file exists, then behaves as zdbfs: a
+		// Mount that stays slow for as long as a test wants.
+		for {
+			if _, serr := os.Stat(os.Getenv(envGate)); serr == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 		err = fakeZdbfs(os.Args[1:])
 	case "zstor":
 		err = fakeZstor(os.Args[1:])
@@ -76,6 +89,21 @@ func waitSignal() {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
 	<-ch
+}
+
+// GatedProgram is Program for a zdbfs that mounts only once the file gate
+// exists.
+func GatedProgram(dir, gate string) (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "fake-zdbfs-gated")
+	script := fmt.Sprintf("#!/bin/sh\nexport %s=zdbfs-gated %s=%q\nexec %q \"$@\"\n", envFake, envGate, gate, self)
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		return "", err
+	}
+	return path, nil
 }
 
 // fakeZdb listens on --socket and answers RESP: +PONG to PING, an error to
