@@ -401,7 +401,7 @@ func (fs *FS) writeAt(n *node, data []byte, off uint64) ([]uint32, syscall.Errno
 	if end > n.attr.Size {
 		n.attr.Size = end
 	}
-	if fs.opts.NoCache {
+	if !fs.opts.writeback() {
 		// with the writeback cache the kernel owns mtime and ctime and
 		// sends them with SETATTR when it writes the inode back; stamping
 		// the write-back time here would disagree with what it showed

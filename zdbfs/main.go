@@ -24,7 +24,6 @@ import (
 	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -140,7 +139,7 @@ func run(o *Options, log *logrus.Entry) (err error) {
 		DirectMount:          os.Geteuid() == 0,
 		ExtraCapabilities:    fuse.CAP_PARALLEL_DIROPS | fuse.CAP_IOCTL_DIR,
 	}
-	if !o.NoCache {
+	if o.writeback() {
 		mo.ExtraCapabilities |= fuse.CAP_WRITEBACK_CACHE
 	}
 	if o.DefaultPermissions {
@@ -175,21 +174,31 @@ func run(o *Options, log *logrus.Entry) (err error) {
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	var stopping atomic.Bool
 	go func() {
 		s := <-sig
-		stopping.Store(true)
 		log.WithField("signal", s.String()).Info("unmounting")
-		for i := 0; i < 50; i++ {
-			if err := srv.Unmount(); err == nil {
-				return
-			} else if i == 0 {
-				log.Warnf("unmount: %v; retrying", err)
+		unmount := srv.Unmount
+		if mo.DirectMount {
+			unmount = func() error { return syscall.Unmount(o.Mountpoint, 0) }
+		}
+		for deadline := time.Now().Add(5 * time.Second); ; {
+			err := unmount()
+			if err == nil {
+				return // the kernel ends the session; Serve returns
+			}
+			if time.Now().After(deadline) {
+				log.Warnf("unmount: %v", err)
+				break
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
 		log.Warn("mountpoint busy: detaching it")
 		syscall.Unmount(o.Mountpoint, syscall.MNT_DETACH)
+		// zdbfs serves the open files until they are closed; write
+		// everything back now in case it is killed before that
+		if err := fs.flush(); err != nil {
+			log.Warnf("write-back: %v", err)
+		}
 	}()
 
 	stop := make(chan struct{})

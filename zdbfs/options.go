@@ -61,6 +61,11 @@ type Options struct {
 	Warnings           []string // accepted but ignored options
 }
 
+// writeback reports whether the kernel's writeback cache is used.
+func (o *Options) writeback() bool {
+	return !o.NoCache
+}
+
 // errHelp asks the caller to print usage.
 var errHelp = errors.New("help requested")
 
