@@ -11,11 +11,15 @@ import (
 )
 
 // Write-back order, which keeps the tree in zdb consistent at every point:
-//  1. data blocks (new blocks get their ids),
-//  2. inode records of files and unchanged directories (they now name
-//     their blocks; new inodes exist before any dirlist names them),
-//  3. new dirlist buckets get ids, then dirlist contents, then the
-//     directory inodes that name them,
+//  1. data blocks (new blocks get their ids; blocks write-behind failed
+//     to store are retried, so their error reaches fsync),
+//  2. inode records of files and of directories whose dirlists did not
+//     change (they now name their blocks; new inodes exist before any
+//     dirlist names them),
+//  3. new dirlist buckets get ids (an "L" placeholder, which reads back as
+//     empty), the changed directories' inodes are written, then the
+//     dirlist contents, leaving out names of inodes created after the
+//     cycle began,
 //  4. deletes queued before the cycle started (unlinked inodes, their
 //     blocks and dirlists, truncated blocks).
 
