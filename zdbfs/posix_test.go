@@ -24,9 +24,15 @@ var posixSkips = map[string]string{
 }
 
 // TestPosix runs go-fuse's POSIX suite against a live mount over qsfs zdb.
-func TestPosix(t *testing.T) {
+func TestPosix(t *testing.T) { runPosix(t) }
+
+// TestPosixNoCache runs it again with -o nocache (no kernel writeback
+// cache, every write stored in zdb before it returns).
+func TestPosixNoCache(t *testing.T) { runPosix(t, "nocache") }
+
+func runPosix(t *testing.T, opts ...string) {
 	s := newStack(t)
-	s.mount()
+	s.mount(opts...)
 	names := make([]string, 0, len(posixtest.All))
 	for name := range posixtest.All {
 		names = append(names, name)
