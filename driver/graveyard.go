@@ -251,7 +251,7 @@ func (g *graveyard) Shutdown(timeout time.Duration) {
 	g.stacks = map[string]*Stack{}
 	g.mu.Unlock()
 	for _, st := range stacks {
-		_ = st.stopFS()
+		_ = st.stopFSWithin(timeout / 2)
 		_ = st.stopBase(timeout, false)
 	}
 }

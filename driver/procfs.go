@@ -1,10 +1,14 @@
 package driver
 
 import (
+	"bytes"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
+
+	"github.com/sirupsen/logrus"
 )
 
 // ProcStat is what qsfs reads from /proc/<pid>/stat.
@@ -118,4 +122,43 @@ func (p *Process) ownsPID(pid int) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.cmd != nil && p.cmd.Process != nil && p.cmd.Process.Pid == pid
+}
+
+// killStale stops processes whose command line names a path under dir: a
+// stack left by a previous plugin instance (a host-mode plugin that was
+// killed). SIGTERM first, SIGKILL after a few seconds.
+func killStale(dir string, log *logrus.Entry) {
+	needle := []byte(strings.TrimSuffix(dir, "/") + "/")
+	self := os.Getpid()
+	var pids []int
+	for _, p := range Procs() {
+		if p.Pid == self || p.State == 'Z' {
+			continue
+		}
+		cmd, err := os.ReadFile("/proc/" + strconv.Itoa(p.Pid) + "/cmdline")
+		if err == nil && bytes.Contains(cmd, needle) {
+			pids = append(pids, p.Pid)
+		}
+	}
+	if len(pids) == 0 {
+		return
+	}
+	log.WithField("pids", pids).Warn("stopping processes left by a previous plugin instance")
+	for _, pid := range pids {
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+	}
+	deadline := time.Now().Add(8 * time.Second)
+	for _, pid := range pids {
+		for {
+			st, ok := readProcStat(pid)
+			if !ok || st.State == 'Z' {
+				break
+			}
+			if time.Now().After(deadline) {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 }

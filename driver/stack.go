@@ -85,6 +85,11 @@ func (s *Stack) startBase(deadline time.Time) error {
 	}
 	if _, err := os.Stat(s.dir); errors.Is(err, os.ErrNotExist) {
 		s.newDir = true
+	} else {
+		// Nothing of this volume runs in this plugin instance; anything
+		// that still uses its data directory is left from a previous one
+		// (host mode) and must not run next to the new stack.
+		killStale(s.dir, s.log)
 	}
 	for _, d := range []string{s.dir, s.path("zdb", "data"), s.path("zdb", "index")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -285,15 +290,26 @@ func (s *Stack) detachStale() {
 }
 
 // stopFS unmounts the filesystem (zdbfs flushes and exits), then stops zdb
-// with SIGTERM so its close hooks queue the last uploads.
-func (s *Stack) stopFS() error {
+// with SIGTERM so its close hooks queue the last uploads, each within the
+// stop timeout.
+func (s *Stack) stopFS() error { return s.stopFSWithin(s.d.cfg.StopTimeout) }
+
+// stopFSWithin is stopFS with a time budget per step. When a running
+// container still holds the mount in its own mount namespace, zdbfs does not
+// exit after the unmount: after a short wait it gets SIGTERM (it writes its
+// cache back) and, at the end of the budget, SIGKILL.
+func (s *Stack) stopFSWithin(budget time.Duration) error {
 	var errs []error
 	if s.zdbfs != nil {
 		s.zdbfs.markStopping()
 		if err := unmountRetry(s.mountpoint); err != nil {
 			errs = append(errs, err)
 		}
-		s.zdbfs.Shutdown(s.d.cfg.StopTimeout)
+		grace := budget / 8
+		if grace > 5*time.Second {
+			grace = 5 * time.Second
+		}
+		s.zdbfs.Shutdown(grace, budget-grace)
 		s.lock(func() { s.zdbfs = nil })
 		s.detachStale()
 		if err := os.Remove(s.mountpoint); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -302,9 +318,9 @@ func (s *Stack) stopFS() error {
 	}
 	if s.zdb != nil {
 		pgid := s.zdb.Status().Pid // zdb leads its process group; its hooks are in it
-		s.zdb.Stop(syscall.SIGTERM, s.d.cfg.StopTimeout)
+		s.zdb.Stop(syscall.SIGTERM, budget)
 		s.lock(func() { s.zdb = nil })
-		if pgid > 0 && !waitGroupGone(pgid, s.d.cfg.StopTimeout) {
+		if pgid > 0 && !waitGroupGone(pgid, budget) {
 			s.log.Warn("zdb hook processes still run after the stop timeout")
 		}
 	}
@@ -361,15 +377,15 @@ func unmountRetry(path string) error {
 }
 
 // Shutdown waits up to grace for the process to end by itself, then stops
-// it with SIGTERM.
-func (p *Process) Shutdown(grace time.Duration) {
+// it with SIGTERM, and SIGKILL after term.
+func (p *Process) Shutdown(grace, term time.Duration) {
 	p.markStopping()
 	exited := p.Exited()
 	select {
 	case <-exited:
 	case <-time.After(grace):
 	}
-	p.Stop(syscall.SIGTERM, 5*time.Second)
+	p.Stop(syscall.SIGTERM, term)
 }
 
 // markStopping ends supervision: the process is not restarted when it

@@ -286,7 +286,7 @@ func (d *Driver) Shutdown(timeout time.Duration) {
 			if st == nil {
 				return
 			}
-			err := st.stopFS()
+			err := st.stopFSWithin(timeout)
 			if st.zstor != nil {
 				st.zstor.Stop(syscall.SIGTERM, timeout)
 				st.lock(func() { st.zstor = nil })
