@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -40,6 +41,31 @@ func (r *lineRing) Tail(n int) string {
 		l = l[len(l)-n:]
 	}
 	return strings.Join(l, "\n")
+}
+
+// Pdeathsig is delivered when the *thread* that forked the child exits, and
+// Go discards threads that end locked (for example after a failed setns in
+// another goroutine). Every stack process is therefore started from one
+// thread that is locked for the life of the plugin, so they get SIGTERM only
+// when the plugin itself dies.
+var (
+	forkerOnce sync.Once
+	forker     chan func()
+)
+
+func startPinned(cmd *exec.Cmd) error {
+	forkerOnce.Do(func() {
+		forker = make(chan func())
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread lives as long as the process
+			for f := range forker {
+				f()
+			}
+		}()
+	})
+	errc := make(chan error, 1)
+	forker <- func() { errc <- cmd.Start() }
+	return <-errc
 }
 
 // Process is one supervised child (zdb, zdbfs or zstor): started with
@@ -92,7 +118,7 @@ func (p *Process) run() error {
 	}
 	cmd.SysProcAttr.Setpgid = true
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGTERM
-	if err := cmd.Start(); err != nil {
+	if err := startPinned(cmd); err != nil {
 		r.Close()
 		w.Close()
 		return fmt.Errorf("start %s (%s): %w", p.Name, cmd.Path, err)
