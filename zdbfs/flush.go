@@ -118,8 +118,11 @@ func (fs *FS) runJobs(jobs []*bjob) error {
 		n.mu.Lock()
 		j.b.flushing = false
 		n.flushing--
+		cur := n.cache[j.idx] == j.b
 		if j.newID != 0 {
-			if !n.reaped && int(j.idx) < len(n.blocks) && n.blocks[j.idx] == 0 {
+			// the id belongs to the file only if this block is still the
+			// file's block (not dropped by a truncate and written anew)
+			if cur && !n.reaped && int(j.idx) < len(n.blocks) && n.blocks[j.idx] == 0 {
 				n.blocks[j.idx] = uint32(j.newID)
 				fs.markMeta(n)
 			} else {
@@ -128,7 +131,6 @@ func (fs *FS) runJobs(jobs []*bjob) error {
 				fs.dirtyMu.Unlock()
 			}
 		}
-		cur := n.cache[j.idx] == j.b
 		if j.err != nil {
 			// a block removed meanwhile may fail to update: that is fine
 			if cur && !n.reaped && first == nil {
@@ -423,7 +425,13 @@ func (fs *FS) writeDirs(dirs []*node) error {
 					continue
 				}
 				if n.dir.slots[b] == 0 {
-					n.dir.dirty[b] = false
+					// no id yet: empty, or filled after the ids were
+					// handed out above (then the next cycle writes it)
+					if len(n.dir.buckets[b]) == 0 {
+						n.dir.dirty[b] = false
+					} else {
+						later = append(later, n)
+					}
 					continue
 				}
 				entries, complete := fs.storedEntries(n, b)
