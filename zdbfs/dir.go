@@ -3,6 +3,7 @@ package zdbfs
 import (
 	"sort"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
@@ -100,13 +101,27 @@ func (fs *FS) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.S
 		*eo = fuse.EntryOut{}
 		if child != nil {
 			child.mu.Lock()
-			fs.fillEntry(child, eo)
+			// The kernel adjusts a file's link count itself on link and
+			// unlink; attributes sent here can reach it between our reply
+			// to such a call and its own adjustment, leaving it with a
+			// count one too low (0: link(2) then fails with ENOENT). So
+			// files whose link count just changed get no attributes here
+			// (node id 0): the kernel looks them up when it needs them.
+			if child.isDir() || time.Since(child.linksAt) > linkSettle {
+				fs.fillEntry(child, eo)
+			}
 			child.mu.Unlock()
-			fs.addLookup(child)
+			if eo.NodeId != 0 {
+				fs.addLookup(child)
+			}
 		}
 	}
 	return fuse.OK
 }
+
+// linkSettle is how long after a link count change readdirplus leaves a
+// file's attributes out.
+const linkSettle = 2 * time.Second
 
 // ReadDir lists a directory.
 func (fs *FS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {

@@ -2,6 +2,7 @@ package zdbfs
 
 import (
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/qsfs/qsfs/zdbfs/layout"
@@ -211,6 +212,7 @@ func (fs *FS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fu
 	}
 	t := now()
 	n.attr.Links++
+	n.linksAt = time.Now()
 	n.attr.Ctime = t
 	p.dir.add(name, n.ino)
 	p.attr.Size += layout.EntrySize(name)
@@ -276,6 +278,7 @@ func (fs *FS) unlinkChild(h *fuse.InHeader, name string, wantDir bool) syscall.E
 		} else if n.attr.Links > 0 {
 			n.attr.Links--
 		}
+		n.linksAt = time.Now()
 		n.attr.Ctime = t
 		fs.markMeta(n)
 	}
@@ -380,6 +383,7 @@ func (fs *FS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName
 		} else if dst.attr.Links > 0 {
 			dst.attr.Links--
 		}
+		dst.linksAt = time.Now()
 		dst.attr.Ctime = t
 		fs.markMeta(dst)
 		dst.mu.Unlock()

@@ -31,6 +31,7 @@ type node struct {
 	reaped    bool        // removed from the backend
 	tmpfile   bool        // created by O_TMPFILE and not linked yet
 	fresh     atomic.Bool // its inode record is not in zdb yet
+	linksAt   time.Time   // last change of the link count
 	flushing  int         // block flushes in progress
 	flushDone *sync.Cond  // signalled when flushing drops to 0
 }

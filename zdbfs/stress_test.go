@@ -22,7 +22,11 @@ func TestConcurrentStress(t *testing.T) {
 	want := map[string][]byte{}
 	var wg sync.WaitGroup
 	errs := make(chan error, 100)
-	stop := time.Now().Add(3 * time.Second)
+	run := 3 * time.Second
+	if v, err := time.ParseDuration(os.Getenv("QSFS_ZDBFS_STRESS")); err == nil {
+		run = v // e.g. QSFS_ZDBFS_STRESS=60s for a longer soak
+	}
+	stop := time.Now().Add(run)
 	for w := 0; w < workers; w++ {
 		dir := filepath.Join(s.mnt, fmt.Sprintf("w%d", w))
 		must(t, os.Mkdir(dir, 0o755))
@@ -71,6 +75,20 @@ func TestConcurrentStress(t *testing.T) {
 					got, err := os.ReadFile(name)
 					if err != nil || !bytes.Equal(got, cur) {
 						errs <- fmt.Errorf("%s: read %d bytes (%v), want %d", name, len(got), err, len(cur))
+						return
+					}
+				case r.Intn(4) == 0: // unlink and recreate through a hard link
+					link := filepath.Join(s.mnt, fmt.Sprintf("link-%d-%d", w, i))
+					if err := os.Link(name, link); err != nil {
+						errs <- err
+						return
+					}
+					if err := os.Remove(name); err != nil {
+						errs <- err
+						return
+					}
+					if err := os.Rename(link, name); err != nil {
+						errs <- err
 						return
 					}
 				default: // rename away and back through another directory
