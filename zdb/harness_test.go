@@ -1,63 +1,29 @@
 package zdb
 
 import (
-	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/qsfs/qsfs/internal/testbin"
+	"github.com/qsfs/qsfs/internal/zdbproc"
 	"github.com/qsfs/qsfs/zdb/client"
 )
 
-// zdbProc is a real `qsfs zdb` process started by a test.
+// zdbProc is a real `qsfs zdb` process started by a test (see
+// internal/zdbproc), with its directory, TCP port and unix socket.
 type zdbProc struct {
+	*zdbproc.Proc
 	t    testing.TB
 	dir  string
-	args []string
 	port int
 	sock string
-	cmd  *exec.Cmd
-	out  *lockedBuffer
-	done chan struct{}
-	err  error
-	// retries counts restarts after losing the probed port to another process
-	retries int
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // startZDB runs `qsfs zdb` in dir (created when empty) listening on a
@@ -67,106 +33,23 @@ func startZDB(t testing.TB, dir string, extra ...string) *zdbProc {
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	p := &zdbProc{t: t, dir: dir, port: freePort(t), sock: filepath.Join(dir, "zdb.sock")}
-	p.args = append([]string{"zdb", "--listen", "127.0.0.1", "--port", strconv.Itoa(p.port),
-		"--socket", p.sock, "--dualnet"}, extra...)
-	p.start()
-	return p
-}
-
-func (p *zdbProc) start() {
-	t := p.t
-	t.Helper()
-	p.cmd = exec.Command(testbin.Path(t), p.args...)
-	p.cmd.Dir = p.dir
-	p.out = &lockedBuffer{}
-	p.cmd.Stdout = p.out
-	p.cmd.Stderr = p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start zdb: %v", err)
-	}
-	p.done = make(chan struct{})
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(p.kill)
-	out := p.out
-	t.Cleanup(func() {
-		// a -race build of qsfs (QSFS_BIN) reports races on its output
-		if strings.Contains(out.String(), "DATA RACE") || strings.Contains(out.String(), "panic:") {
-			t.Errorf("zdb reported a problem:\n%s", out)
-		}
-	})
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		c, err := net.DialTimeout("unix", p.sock, time.Second)
-		if err == nil {
-			c.Close()
-			return
-		}
-		select {
-		case <-p.done:
-			if strings.Contains(p.out.String(), "address already in use") && p.retries < 3 {
-				// another process took the free port between our probe and
-				// zdb's bind: pick a new one
-				p.retries++
-				old := strconv.Itoa(p.port)
-				p.port = freePort(t)
-				for i, a := range p.args {
-					if a == old && i > 0 && p.args[i-1] == "--port" {
-						p.args[i] = strconv.Itoa(p.port)
-					}
-				}
-				p.start()
-				return
-			}
-			t.Fatalf("zdb exited early: %v\n%s", p.err, p.out)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("zdb not ready: %v\n%s", err, p.out)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (p *zdbProc) kill() {
-	if p.cmd == nil || p.cmd.Process == nil {
-		return
-	}
-	select {
-	case <-p.done:
-	default:
-		p.cmd.Process.Kill()
-		<-p.done
-	}
+	sock := filepath.Join(dir, "zdb.sock")
+	pr := zdbproc.Start(t, zdbproc.Options{Dir: dir, TCP: true, Socket: sock, Args: extra, CleanupKill: true})
+	return &zdbProc{Proc: pr, t: t, dir: dir, port: pr.Port(), sock: sock}
 }
 
 // stop sends sig and waits for the exit status.
 func (p *zdbProc) stop(sig syscall.Signal) int {
 	p.t.Helper()
-	p.cmd.Process.Signal(sig)
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		p.t.Fatalf("zdb did not exit on %v\n%s", sig, p.out)
-	}
-	if st, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus); ok {
-		if st.Signaled() {
-			return 128 + int(st.Signal())
-		}
-		return st.ExitStatus()
-	}
-	return -1
+	return p.Signal(sig)
 }
 
 // restart stops the process with sig (SIGKILL for a crash) and starts it
-// again on the same directory and flags.
+// again on the same directory, port and flags.
 func (p *zdbProc) restart(sig syscall.Signal) {
 	p.t.Helper()
-	p.stop(sig)
-	p.start()
+	p.Signal(sig)
+	p.Restart()
 }
 
 func (p *zdbProc) dial(network string) *client.Conn {

@@ -160,9 +160,8 @@ func TestReadyHookFailureStops(t *testing.T) {
 	dir := t.TempDir()
 	hook, log := writeHook(t, dir)
 	os.WriteFile(filepath.Join(dir, "status-ready"), []byte("3"), 0o644)
-	p := &zdbProc{t: t, dir: dir, port: freePort(t), sock: filepath.Join(dir, "zdb.sock")}
-	p.args = []string{"zdb", "--socket", p.sock, "--hook", hook}
-	cmd := execZDB(t, dir, p.args...)
+	sock := filepath.Join(dir, "zdb.sock")
+	cmd := execZDB(t, dir, "zdb", "--socket", sock, "--hook", hook)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("zdb should exit 0 after a failed ready hook: %v\n%s", err, out)
@@ -170,7 +169,7 @@ func TestReadyHookFailureStops(t *testing.T) {
 	if !strings.Contains(string(out), "unsuccessful init hook, stopping (code: 3)") {
 		t.Fatalf("output: %s", out)
 	}
-	text := waitForLines(t, log, "ready unix://"+p.sock, "namespace-closing unix://"+p.sock+" default ./zdb-index/default/i0 ./zdb-data/default/d0 ")
+	text := waitForLines(t, log, "ready unix://"+sock, "namespace-closing unix://"+sock+" default ./zdb-index/default/i0 ./zdb-data/default/d0 ")
 	if strings.Contains(text, "close ") {
 		t.Fatalf("no close event expected:\n%s", text)
 	}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -233,7 +232,7 @@ exit 0
 	if err := os.Rename(d1, filepath.Join(stash, "d1")); err != nil {
 		t.Fatal(err)
 	}
-	p.start()
+	p.Restart()
 	c = p.dial("unix")
 	expect(t, c, "$"+val, "GET", client.SeqKey(2))
 	expect(t, c, seq(3), "SET", "", "after restore")
@@ -297,11 +296,10 @@ func TestKill9KeepsAcknowledgedWrites(t *testing.T) {
 		}(w)
 	}
 	time.Sleep(1500 * time.Millisecond)
-	p.cmd.Process.Kill()
+	p.Kill()
 	close(stop)
 	wg.Wait()
-	<-p.done
-	p.start()
+	p.Restart()
 	c := p.dial("unix")
 	mu.Lock()
 	defer mu.Unlock()
@@ -347,7 +345,7 @@ func TestTornWriteRecovery(t *testing.T) {
 	de.encode(dh)
 	appendFile(t, dat, append(append(dh, 'c'), "char"...))
 	appendFile(t, idx, append(rec, 'c'))
-	p.start()
+	p.Restart()
 	c = p.dial("unix")
 	expect(t, c, "$-1", "GET", "c")
 	expect(t, c, ":2", "DBSIZE")
@@ -357,7 +355,7 @@ func TestTornWriteRecovery(t *testing.T) {
 	p.stop(syscall.SIGTERM)
 	// a partial index record at the end
 	appendFile(t, idx, rec[:20])
-	p.start()
+	p.Restart()
 	c = p.dial("unix")
 	expect(t, c, ":3", "DBSIZE")
 	expect(t, c, "$d", "SET", "d", "delta")
@@ -368,14 +366,14 @@ func TestTornWriteRecovery(t *testing.T) {
 
 	// a torn overwrite of "a" keeps the previous version
 	appendRecord(t, idx, dat, "a", "ALPHA!", 3, true)
-	p.start()
+	p.Restart()
 	c = p.dial("unix")
 	expect(t, c, "$alpha", "GET", "a")
 	p.stop(syscall.SIGTERM)
 	// a complete overwrite whose old record was never flagged (crash
 	// between the two writes): the new one wins and SCAN sees "a" once
 	appendRecord(t, idx, dat, "a", "ALPHA!", 4, false)
-	p.start()
+	p.Restart()
 	c = p.dial("unix")
 	expect(t, c, "$ALPHA!", "GET", "a")
 	expect(t, c, ":4", "DBSIZE")
@@ -426,8 +424,6 @@ func appendFile(t *testing.T, p string, b []byte) {
 		t.Fatal(err)
 	}
 }
-
-var _ io.Writer = (*lockedBuffer)(nil)
 
 // A client that stops reading its replies must not hold up other clients
 // of the same namespace: replies are written outside the namespace lock.

@@ -58,6 +58,7 @@ type Proc struct {
 	probed  bool // port came from freePort
 	cmd     *exec.Cmd
 	out     *output
+	outs    []*output // of every process started, checked in t.Cleanup
 	done    chan struct{}
 	retries int
 }
@@ -67,8 +68,8 @@ const stopGrace = 10 * time.Second
 
 // Start runs `qsfs zdb` as o says and waits until it answers PING. It
 // fails the test when zdb exits or does not answer in time. The process is
-// stopped by PID when the test ends, and the test fails if its output
-// shows a data race or a panic.
+// stopped by PID when the test ends, and the test fails if the output of
+// any process it started (restarts included) shows a data race or a panic.
 func Start(t testing.TB, o Options) *Proc {
 	t.Helper()
 	if o.Bin == "" {
@@ -92,8 +93,10 @@ func Start(t testing.TB, o Options) *Proc {
 			p.Stop()
 		}
 		// a -race build of qsfs (QSFS_BIN) reports races on its output
-		if out := p.Output(); strings.Contains(out, "DATA RACE") || strings.Contains(out, "panic:") {
-			t.Errorf("zdb reported a problem:\n%s", out)
+		for _, o := range p.outs {
+			if out := o.String(); strings.Contains(out, "DATA RACE") || strings.Contains(out, "panic:") {
+				t.Errorf("zdb reported a problem:\n%s", out)
+			}
 		}
 	})
 	p.start(true)
@@ -143,6 +146,7 @@ func (p *Proc) start(first bool) {
 		p.cmd.Env = append(os.Environ(), p.o.Env...)
 	}
 	p.out = &output{}
+	p.outs = append(p.outs, p.out)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	// killed with the test binary (a timeout panic, a crash)
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
