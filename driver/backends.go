@@ -170,6 +170,7 @@ func (s *Spec) Validate() error {
 // Runtime is what the plugin adds to a volume's zstor.toml at mount time.
 type Runtime struct {
 	Prefix          string // meta prefix when the spec has none
+	Root            string // zstor root: stored paths are keyed relative to it
 	Socket          string
 	PidFile         string
 	ZdbDataDirPath  string
@@ -198,6 +199,7 @@ func (s *Spec) Zstor(rt Runtime) *zcfg.Config {
 		ExpectedShards:    s.ExpectedShards,
 		RedundantGroups:   s.RedundantGroups,
 		RedundantNodes:    s.RedundantNodes,
+		Root:              rt.Root,
 		Socket:            rt.Socket,
 		PidFile:           rt.PidFile,
 		ZdbDataDirPath:    rt.ZdbDataDirPath,
@@ -252,6 +254,21 @@ func (s *Spec) BackendAddrs() []string {
 		add(b)
 	}
 	return out
+}
+
+// DefaultMetaPrefix is the metadata prefix of volume id when the spec sets
+// none: random per Create, so a removed and re-created name never mixes with
+// the old volume's objects.
+func DefaultMetaPrefix(id string) string { return "qsfs-" + id }
+
+// MetaPrefix returns the metadata prefix volume id's zstor uses: meta_prefix
+// when set, else DefaultMetaPrefix(id). Recovering the volume elsewhere
+// needs it.
+func (s *Spec) MetaPrefix(id string) string {
+	if s.Meta.Prefix != "" {
+		return s.Meta.Prefix
+	}
+	return DefaultMetaPrefix(id)
 }
 
 // Public returns the spec as shown in Status: no key, no password.

@@ -147,7 +147,10 @@ func (s *Stack) startBase(deadline time.Time) error {
 // writeZstorConfig writes zstor.toml (mode 0600) for this stack.
 func (s *Stack) writeZstorConfig() error {
 	c := s.spec.Zstor(Runtime{
-		Prefix:         "qsfs-" + s.id,
+		Prefix: DefaultMetaPrefix(s.id),
+		// Keys are the file paths relative to the zdb directory, so the
+		// same config restores the volume under any state root or host.
+		Root:           s.path("zdb"),
 		Socket:         s.path("zstor.sock"),
 		PidFile:        s.path("zstor.pid"),
 		ZdbDataDirPath: s.path("zdb", "data", "zdbfs-data"),

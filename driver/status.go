@@ -61,6 +61,11 @@ func (d *Driver) statusOf(v *vol, full bool) *Status {
 		Processes: map[string]string{}, Backends: r.Spec.Public(),
 		LastError: lastErr, Created: r.CreatedAt, Namespace: "-",
 	}
+	if r.Spec.Archived() {
+		// The effective prefix, also when it is the default: restoring
+		// the volume on another host needs meta_prefix=<this>.
+		s.Backends["meta_prefix"] = r.Spec.MetaPrefix(r.ID)
+	}
 	if state == StateMounted {
 		s.Mountpoint = d.Mountpoint(r.Name)
 	}
@@ -259,7 +264,7 @@ func (s *Status) FormatTable(w io.Writer) {
 		row("TX", fmt.Sprintf("%d bytes, %d packets (uploads)", s.Counters["tx_bytes"], s.Counters["tx_packets"]))
 		row("RX", fmt.Sprintf("%d bytes, %d packets", s.Counters["rx_bytes"], s.Counters["rx_packets"]))
 	}
-	for _, k := range []string{"groups", "meta", "shards", "redundancy", "encryption", "compression", "cache", "rotate"} {
+	for _, k := range []string{"groups", "meta", "meta_prefix", "shards", "redundancy", "encryption", "compression", "cache", "rotate"} {
 		if v, ok := s.Backends[k]; ok {
 			row(strings.ToUpper(k), fmt.Sprint(v))
 		}
