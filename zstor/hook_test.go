@@ -7,13 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/qsfs/qsfs/internal/testbin"
+	"github.com/qsfs/qsfs/internal/zdbproc"
 	"github.com/qsfs/qsfs/zdb/client"
 	"github.com/qsfs/qsfs/zstor/internal/zdbtest"
 )
@@ -21,59 +21,19 @@ import (
 // localZdb is the volume's own zdb, run with `--hook` = a symlink named
 // "hook" to the qsfs binary, as the plugin runs it.
 type localZdb struct {
-	cmd  *exec.Cmd
-	out  *lockedBuf
-	done chan struct{}
-	port int
+	*zdbproc.Proc
 }
 
 func startLocalZdb(t *testing.T, vol, hook string, port int, env []string) *localZdb {
 	t.Helper()
-	z := &localZdb{out: &lockedBuf{ch: make(chan struct{}, 1)}, done: make(chan struct{}), port: port}
-	z.cmd = exec.Command(testbin.Path(t), "zdb", "--listen", "127.0.0.1", "--port", strconv.Itoa(port),
-		"--data", filepath.Join(vol, "data"), "--index", filepath.Join(vol, "index"), "--datasize", "524288", "--hook", hook)
-	z.cmd.Env = append(os.Environ(), env...)
-	z.cmd.Stdout, z.cmd.Stderr = z.out, z.out
-	z.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := z.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { z.cmd.Wait(); close(z.done) }()
-	t.Cleanup(func() { z.stop() })
-	waitFor(t, 60*time.Second, "local zdb", func() bool {
-		select {
-		case <-z.done:
-			t.Fatalf("local zdb exited: %s", z.out.String())
-		default:
-		}
-		c, err := client.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
-		if err != nil {
-			return false
-		}
-		defer c.Close()
-		return c.Ping() == nil
-	})
-	return z
-}
-
-func (z *localZdb) stop() {
-	select {
-	case <-z.done:
-		return
-	default:
-	}
-	z.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-z.done:
-	case <-time.After(20 * time.Second):
-		z.cmd.Process.Kill()
-		<-z.done
-	}
+	p := zdbproc.Start(t, zdbproc.Options{TCP: true, Port: port, Env: env, ReadyTimeout: 60 * time.Second,
+		Args: []string{"--data", filepath.Join(vol, "data"), "--index", filepath.Join(vol, "index"), "--datasize", "524288", "--hook", hook}})
+	return &localZdb{p}
 }
 
 func (z *localZdb) conn(t *testing.T) *client.Conn {
 	t.Helper()
-	c, err := client.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", z.port), 60*time.Second)
+	c, err := client.Dial("tcp", z.Addr(), 60*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +110,7 @@ func TestHookArchiveEvictRestore(t *testing.T) {
 		for k, v := range values {
 			got, err := c.Get([]byte(k))
 			if err != nil || !bytes.Equal(got, v) {
-				t.Fatalf("%s: get %s: %v (%d bytes)\nzdb: %s\nzstor: %s", stage, k, err, len(got), z.out.String(), m.out.String())
+				t.Fatalf("%s: get %s: %v (%d bytes)\nzdb: %s\nzstor: %s", stage, k, err, len(got), z.Output(), m.out.String())
 			}
 		}
 	}
@@ -159,7 +119,7 @@ func TestHookArchiveEvictRestore(t *testing.T) {
 
 	// Clean stop: namespace-closing queues the open files; wait until the
 	// daemon has them.
-	z.stop()
+	z.Stop()
 	idx := filepath.Join(vol, "index", "zdbfs-data")
 	waitFor(t, 60*time.Second, "final uploads", func() bool {
 		entries, _ := os.ReadDir(idx)
@@ -203,13 +163,13 @@ func TestHookArchiveEvictRestore(t *testing.T) {
 	m = startMonitor(t, cfgPath, cfg.Socket)
 	env = []string{"QSFS_ZSTOR_CONFIG=" + cfgPath, "QSFS_ZDB_INDEX=" + filepath.Join(vol, "index"), "QSFS_ZDB_DATA=" + filepath.Join(vol, "data")}
 	z2 := startLocalZdb(t, vol, hook, port, env)
-	if !strings.Contains(z2.out.String(), "qsfs restore:") {
-		t.Errorf("no restore progress shown: %s", z2.out.String())
+	if !strings.Contains(z2.Output(), "qsfs restore:") {
+		t.Errorf("no restore progress shown: %s", z2.Output())
 	}
 	c2 := z2.conn(t)
 	defer c2.Close()
 	if _, err := c2.Do("SELECT", "zdbfs-data"); err != nil {
-		t.Fatalf("select after restore: %v\n%s", err, z2.out.String())
+		t.Fatalf("select after restore: %v\n%s", err, z2.Output())
 	}
 	z = z2
 	check("after disaster restore", c2)

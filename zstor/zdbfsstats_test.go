@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/qsfs/qsfs/internal/testbin"
+	"github.com/qsfs/qsfs/internal/zdbproc"
 )
 
 func isMounted(mnt string) bool {
@@ -40,14 +41,8 @@ func TestZdbfsStats(t *testing.T) {
 	}
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "zdb.sock")
-	zdb := exec.Command(testbin.Path(t), "zdb", "--mode", "seq", "--socket", sock,
-		"--data", filepath.Join(dir, "data"), "--index", filepath.Join(dir, "index"))
-	zdb.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := zdb.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { zdb.Process.Kill(); zdb.Wait() })
-	waitFor(t, 20*time.Second, "zdb socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	zdbproc.Start(t, zdbproc.Options{Dir: dir, Socket: sock, CleanupKill: true,
+		Args: []string{"--mode", "seq", "--data", filepath.Join(dir, "data"), "--index", filepath.Join(dir, "index")}})
 
 	mnt := filepath.Join(dir, "mnt")
 	os.Mkdir(mnt, 0o755)

@@ -35,7 +35,7 @@ func (p *Proc) Signal(sig syscall.Signal) int {
 	return p.ExitCode()
 }
 
-// Stop sends SIGTERM, waits up to 10s, then sends SIGKILL, and waits for the
+// Stop sends SIGTERM, waits up to 20s, then sends SIGKILL, and waits for the
 // exit. It returns the exit code (as Signal). It never fails the test, so
 // cleanups may call it.
 func (p *Proc) Stop() int {

@@ -63,8 +63,9 @@ type Proc struct {
 	retries int
 }
 
-// stopGrace is how long Stop waits after SIGTERM before SIGKILL.
-const stopGrace = 10 * time.Second
+// stopGrace is how long Stop waits after SIGTERM before SIGKILL: zdb may
+// wait for its namespace-closing hooks.
+const stopGrace = 20 * time.Second
 
 // Start runs `qsfs zdb` as o says and waits until it answers PING. It
 // fails the test when zdb exits or does not answer in time. The process is

@@ -77,7 +77,6 @@ func StartNetGroup(t testing.TB, n, size int) *NetGroup {
 		z := &Zdb{Port: 9900 + i, Dir: t.TempDir(), t: t, NS: g.NS, Host: g.Addr}
 		z.Start()
 		z.setup()
-		t.Cleanup(z.Stop)
 		g.Backends = append(g.Backends, z)
 	}
 	return g

@@ -6,20 +6,16 @@
 package zdbtest
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/qsfs/qsfs/internal/testbin"
+	"github.com/qsfs/qsfs/internal/zdbproc"
 	"github.com/qsfs/qsfs/zdb/client"
 	"github.com/qsfs/qsfs/zstor/config"
 )
@@ -38,47 +34,15 @@ type Zdb struct {
 	NS   string // network namespace ("" = host)
 	Host string // listen and dial address ("" = 127.0.0.1)
 	t    testing.TB
-	cmd  *exec.Cmd
-	out  *syncBuf
-	done chan struct{}
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.b.Len() > 1<<20 {
-		s.b.Reset()
-	}
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func freePort(t testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	proc *zdbproc.Proc
 }
 
 // Start runs a new backend with fresh namespaces.
 func Start(t testing.TB) *Zdb {
 	t.Helper()
-	z := &Zdb{Port: freePort(t), Dir: t.TempDir(), t: t}
+	z := &Zdb{Dir: t.TempDir(), t: t}
 	z.Start()
 	z.setup()
-	t.Cleanup(z.Stop)
 	return z
 }
 
@@ -91,50 +55,20 @@ func (z *Zdb) Addr() string {
 }
 
 // Pid is the process id of the running backend.
-func (z *Zdb) Pid() int { return z.cmd.Process.Pid }
+func (z *Zdb) Pid() int { return z.proc.Pid() }
 
-// Start (re)starts the process on the same port and directory.
+// Start (re)starts the process on the same port and directory and waits
+// until it answers PING. The first start picks a free port when Port is 0;
+// the process is stopped by PID when the test ends.
 func (z *Zdb) Start() {
-	t := z.t
-	t.Helper()
-	z.out = &syncBuf{}
-	listen := "127.0.0.1"
-	if z.Host != "" {
-		listen = z.Host
+	z.t.Helper()
+	if z.proc != nil {
+		z.proc.Restart()
+		return
 	}
-	args := []string{testbin.Path(t), "zdb", "--listen", listen, "--port", strconv.Itoa(z.Port),
-		"--data", filepath.Join(z.Dir, "data"), "--index", filepath.Join(z.Dir, "index")}
-	if z.NS != "" {
-		args = append([]string{"ip", "netns", "exec", z.NS}, args...)
-	}
-	z.cmd = exec.Command(args[0], args[1:]...)
-	z.cmd.Stdout, z.cmd.Stderr = z.out, z.out
-	z.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := z.cmd.Start(); err != nil {
-		t.Fatalf("start zdb: %v", err)
-	}
-	z.done = make(chan struct{})
-	go func(cmd *exec.Cmd, done chan struct{}) { cmd.Wait(); close(done) }(z.cmd, z.done)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, err := client.Dial("tcp", z.Addr(), time.Second)
-		if err == nil {
-			err = c.Ping()
-			c.Close()
-			if err == nil {
-				return
-			}
-		}
-		select {
-		case <-z.done:
-			t.Fatalf("zdb on port %d exited: %s", z.Port, z.out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("zdb on port %d not ready: %v\n%s", z.Port, err, z.out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	z.proc = zdbproc.Start(z.t, zdbproc.Options{Dir: z.Dir, TCP: true, Host: z.Host, Port: z.Port, NS: z.NS,
+		Args: []string{"--data", filepath.Join(z.Dir, "data"), "--index", filepath.Join(z.Dir, "index")}})
+	z.Port = z.proc.Port()
 }
 
 func (z *Zdb) setup() {
@@ -155,20 +89,8 @@ func (z *Zdb) setup() {
 
 // Stop terminates the process (SIGTERM, then SIGKILL) and waits for it.
 func (z *Zdb) Stop() {
-	if z.cmd == nil || z.cmd.Process == nil {
-		return
-	}
-	select {
-	case <-z.done:
-		return
-	default:
-	}
-	z.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-z.done:
-	case <-time.After(10 * time.Second):
-		z.cmd.Process.Kill()
-		<-z.done
+	if z.proc != nil {
+		z.proc.Stop()
 	}
 }
 
