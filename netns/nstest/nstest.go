@@ -24,6 +24,7 @@ import (
 	vns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/qsfs/qsfs/internal/zdbproc"
 	"github.com/qsfs/qsfs/netns"
 )
 
@@ -153,44 +154,8 @@ func (p *Peer) remove(t *testing.T) {
 func Serve(t *testing.T, bin, ns string, port uint16) {
 	t.Helper()
 	dir := t.TempDir()
-	cmd := netns.Command(bin, ns, bin, "zdb", "--listen", "::", "--port", strconv.Itoa(int(port)),
-		"--data", filepath.Join(dir, "data"), "--index", filepath.Join(dir, "index"))
-	logf, err := os.Create(filepath.Join(dir, "zdb.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start zdb in %s: %v", ns, err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait(); logf.Close() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(unix.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		out, err := Redis(bin, ns, 2*time.Second, "127.0.0.1", port, "PING")
-		if err == nil && out == "PONG" {
-			return
-		}
-		select {
-		case err := <-exited:
-			log, _ := os.ReadFile(logf.Name())
-			t.Fatalf("zdb in %s on port %d exited: %v\n%s", ns, port, err, log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("zdb in %s on port %d does not answer PING: %q %v", ns, port, out, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	zdbproc.Start(t, zdbproc.Options{Bin: bin, Dir: dir, NS: ns, TCP: true, Host: "::", Port: int(port),
+		Args: []string{"--data", filepath.Join(dir, "data"), "--index", filepath.Join(dir, "index")}})
 }
 
 // Redis runs `redis-cli -h host -p port args...` inside namespace ns (the
