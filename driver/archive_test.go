@@ -484,3 +484,71 @@ func TestMetaPrefixAndRoot(t *testing.T) {
 		}
 	}
 }
+
+// TestArchiveRotateBoundsLocalOnly: with rotate set, fsync'd writes reach
+// the backends without an unmount; after the host is lost (every process of
+// the stack killed, the state root deleted) the same config restores them.
+func TestArchiveRotateBoundsLocalOnly(t *testing.T) {
+	a := requireArchiveEnv(t)
+	d, stop := a.driver(t, "old")
+	if err := d.Create(&volume.CreateRequest{Name: "rot", Options: a.options("rotate", "1s")}); err != nil {
+		t.Fatal(err)
+	}
+	mp := mountVol(t, d, "rot", "c1")
+	if err := os.Mkdir(filepath.Join(mp, "dir"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	writeRandom(t, filepath.Join(mp, "dir", "f1"), 100<<10)
+	writeRandom(t, filepath.Join(mp, "f2"), 3000)
+	want := snapshotTree(t, mp)
+	v := d.vols["rot"]
+	_, _, _, st := v.snapshot()
+	zdbDir := st.path("zdb")
+	// Wait until every closed file of both namespaces is stored: rotation
+	// closed the files holding the writes.
+	stored := func(path string) bool {
+		out, err := exec.Command(a.bin, "zstor", "-c", st.path("zstor.toml"), "check", "-f", path).Output()
+		return err == nil && len(bytes.TrimSpace(out)) > 0
+	}
+	waitUntil(t, 60*time.Second, "the written data is rotated out and stored", func() bool {
+		for _, ns := range []string{"zdbfs-meta", "zdbfs-data"} {
+			_, ids := dataFiles(filepath.Join(zdbDir, "data", ns))
+			active := -1
+			for id := range ids {
+				active = max(active, id)
+			}
+			if active < 1 {
+				return false
+			}
+			for id := 0; id < active; id++ {
+				if !stored(filepath.Join(zdbDir, "data", ns, fmt.Sprintf("d%d", id))) ||
+					!stored(filepath.Join(zdbDir, "index", ns, fmt.Sprintf("i%d", id))) {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	// The host dies: no unmount, no close hooks, no drain.
+	for _, p := range []*Process{st.zstor, st.zdb, st.zdbfs} {
+		p.markStopping() // not restarted
+		if pid := p.Status().Pid; pid > 0 {
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+		}
+		p.Stop(syscall.SIGKILL, 10*time.Second)
+	}
+	st.detachStale()
+	stop()
+	if err := os.RemoveAll(filepath.Join(a.root, "old")); err != nil {
+		t.Fatal(err)
+	}
+
+	d2, _ := a.driver(t, "new")
+	if err := d2.Create(&volume.CreateRequest{Name: "rot", Options: a.options("meta_prefix", st.spec.MetaPrefix(st.id))}); err != nil {
+		t.Fatal(err)
+	}
+	mp2 := mountVol(t, d2, "rot", "c2")
+	dropCaches(t)
+	compareTrees(t, want, snapshotTree(t, mp2))
+	unmountVol(t, d2, "rot", "c2")
+}
