@@ -2,7 +2,8 @@
 # End to end through the managed plugin, on a private dockerd started here:
 # create/inspect/ls, bad options, shared data, container restarts, docker cp,
 # a failing Mount, an archived volume with local backends (uploads, status,
-# update), rm + create while the old volume drains, metrics, plugin
+# update), disaster recovery by a second plugin on an empty state root,
+# rm + create while the old volume drains, metrics, plugin
 # disable/enable, a dockerd restart, and compose with driver_opts.
 
 load helpers
@@ -152,6 +153,33 @@ teardown() {
   D volume rm pp
   D plugin disable -f qsfsprog
   D plugin rm -f qsfsprog
+}
+
+@test "disaster: a second plugin on an empty state root restores a volume from its backends and meta_prefix" {
+  D volume create -d qsfs -o groups="$QSFS_GROUPS" -o meta="$QSFS_META" -o minimal_shards=2 \
+    -o expected_shards=4 -o key_file=k.key -o rotate=0 dr
+  D run --rm -v dr:/data busybox:local sh -c 'mkdir -p /data/a/b /data/p && chmod 700 /data/p &&
+    echo one > /data/a/one && chmod 640 /data/a/one && echo s > /data/p/s && chmod 400 /data/p/s &&
+    dd if=/dev/urandom of=/data/a/b/big bs=1M count=3 2>/dev/null && ln -s a/one /data/link && : > /data/empty'
+  tree='cd /data && find . | sort | while read -r f; do stat -c "%n %A %s" "$f"; done; find . -type f | sort | xargs md5sum'
+  D run --rm -v dr:/data busybox:local sh -c "$tree" >"$QW/dr.want"
+  grep -q '^./a/b/big -rw-r--r-- 3145728$' "$QW/dr.want"
+  prefix=$(D volume inspect -f '{{index .Status.backends "meta_prefix"}}' dr)
+  [ "$prefix" = "qsfs-$(vstatus dr id)" ]
+  # The last Unmount stored the current files (rotate=0: nothing else did);
+  # zstor has uploaded everything once its queue is empty.
+  drained() { "$QSFS_BIN" volume status dr --socket "$(plugin_sock qsfs)" | grep -q '^UPLOADS        0 pending, 0 failed'; }
+  wait_for 60 drained
+  PLUGIN_STATE="$QW/state-dr" qsfs_plugin_install qsfsdr QSFS_METRICS_ADDR= \
+    QSFS_SUBNET4="100.122.$(($$ % 250)).0/24" QSFS_SUBNET6="fd8c:5f0e:$(printf %x $((0x9e00 + $$ % 250)))::/48"
+  D volume create -d qsfsdr -o groups="$QSFS_GROUPS" -o meta="$QSFS_META" -o minimal_shards=2 \
+    -o expected_shards=4 -o key_file=k.key -o meta_prefix="$prefix" dr2
+  D run --rm -v dr2:/data busybox:local sh -c "$tree" >"$QW/dr.got"
+  diff "$QW/dr.want" "$QW/dr.got"
+  D volume rm dr2
+  D plugin disable -f qsfsdr
+  D plugin rm -f qsfsdr
+  D volume rm dr
 }
 
 @test "archived volume: uploads to its backends, status and update over the socket" {
