@@ -147,7 +147,6 @@ func OutputPath(cfg *config.Config, file string) string {
 }
 
 func (e *Engine) writable(b config.Backend) bool { return e.Health == nil || e.Health.Writable(b) }
-func (e *Engine) readable(b config.Backend) bool { return e.Health == nil || e.Health.Readable(b) }
 func (e *Engine) healthy(b config.Backend) bool  { return e.Health == nil || e.Health.Healthy(b) }
 
 // inConfig reports whether b is one of cfg's data backends.

@@ -307,13 +307,11 @@ func choose(pol backend.Placement, groups [][]config.Backend, keep []*meta.Shard
 			break
 		}
 	}
-	if keep != nil {
-		// A kept shard whose backend is not in the chosen set must be
-		// rewritten: drop it from keep.
-		for i := range keep {
-			if keep[i] != nil && !meta.SameBackend(best[i], keep[i].Backend) {
-				keep[i] = nil
-			}
+	// A kept shard whose backend is not in the chosen set must be
+	// rewritten: drop it from keep.
+	for i := range keep {
+		if keep[i] != nil && !meta.SameBackend(best[i], keep[i].Backend) {
+			keep[i] = nil
 		}
 	}
 	return best, nil
