@@ -78,6 +78,9 @@ func HookMain(args []string) int {
 			log.WithField("namespaces", strings.Join(ns, ",")).Error("restore from the backends did not complete; refusing to start on partial data (fix the backends and start again)")
 			return 1
 		}
+		// Queue closed files that never got stored (a daemon stopped
+		// before trying them) from a detached child: ready blocks zdb.
+		startRescan(args[1], log)
 		return 0
 	case "close", "crash", "namespace-deleted", "namespace-reloaded":
 		return 0
@@ -114,6 +117,8 @@ func (h *hookEnv) run(event string, a []string) error {
 		return ""
 	}
 	switch event {
+	case rescanEvent:
+		return h.rescan()
 	case "namespaces-init":
 		if arg(0) != "" {
 			h.indexDir = arg(0)
@@ -221,32 +226,39 @@ func copyFile(src, dst string) error {
 }
 
 // send runs a command through the daemon when one listens on the socket,
-// else in-process.
+// else in-process, and returns an error response as an error.
 func (h *hookEnv) send(c *proto.Command) error {
+	_, err := h.do(c)
+	return err
+}
+
+// do runs a command like send and returns the response.
+func (h *hookEnv) do(c *proto.Command) (*proto.Response, error) {
 	if h.cfg.Socket != "" {
 		if conn, err := dialDaemon(h.cfg.Socket); err == nil {
 			defer conn.Close()
 			r, err := conn.do(c)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if r.Kind == proto.Err {
-				return errors.New(r.Err)
+				return nil, errors.New(r.Err)
 			}
-			return nil
+			return r, nil
 		}
 	}
 	if h.eng == nil {
 		eng, err := engine.New(h.cfg, h.log)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		h.eng = eng
 	}
-	if r := execute(h.eng, c, h.log); r.Kind == proto.Err {
-		return errors.New(r.Err)
+	r := execute(h.eng, c, h.log)
+	if r.Kind == proto.Err {
+		return nil, errors.New(r.Err)
 	}
-	return nil
+	return r, nil
 }
 
 func (h *hookEnv) store(file, keyDir string, del bool) error {

@@ -1,0 +1,141 @@
+package zstor
+
+import (
+	"encoding/hex"
+	"fmt"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/qsfs/qsfs/internal/testbin"
+	"github.com/qsfs/qsfs/zstor/engine"
+	"github.com/qsfs/qsfs/zstor/internal/zdbtest"
+)
+
+// TestHookReadyRescan: zdb rotates several data files while no upload
+// happens (the hook's config is unreadable, so every store fails and no
+// failure is recorded, as when a daemon dies with its queue untried). After
+// a restart with a working zstor daemon, the ready hook's rescan queues every
+// closed data and index file and zdb-namespace, and all end up stored with
+// the local checksum.
+func TestHookReadyRescan(t *testing.T) {
+	cl := zdbtest.StartCluster(t, 2, 2)
+	dir := t.TempDir()
+	vol := filepath.Join(dir, "vol")
+	cfg := cl.Config(2, 4, 0, 0)
+	cfg.Socket = filepath.Join(dir, "zstor.sock")
+	cfg.PidFile = filepath.Join(dir, "zstor.pid")
+	cfg.Root = vol
+	cfgPath := filepath.Join(dir, "zstor.toml")
+	writeConfig(t, cfgPath, cfg)
+
+	hook := filepath.Join(dir, "hook")
+	if err := os.Symlink(testbin.Path(t), hook); err != nil {
+		t.Fatal(err)
+	}
+	hookTmp := filepath.Join(dir, "hooktmp")
+	os.Mkdir(hookTmp, 0o755)
+	env := func(cfg string) []string {
+		return []string{"QSFS_ZSTOR_CONFIG=" + cfg, "QSFS_ZDB_INDEX=" + filepath.Join(vol, "index"),
+			"QSFS_ZDB_DATA=" + filepath.Join(vol, "data"), "TMPDIR=" + hookTmp}
+	}
+
+	// Phase 1: nothing can be stored.
+	port := freeTCPPort(t)
+	z := startLocalZdb(t, vol, hook, port, env(filepath.Join(dir, "absent.toml")))
+	c := z.conn(t)
+	for _, cmd := range [][]any{{"NSNEW", "zdbfs-data"}, {"NSNEW", "zdbfs-temp"}, {"SELECT", "zdbfs-data"}} {
+		if _, err := c.Do(cmd...); err != nil {
+			t.Fatalf("%v: %v", cmd, err)
+		}
+	}
+	rng := rand.New(rand.NewSource(6))
+	for i := 0; i < 48; i++ { // ~3 MiB over 512 KiB data files
+		v := make([]byte, 64<<10)
+		rng.Read(v[:32<<10])
+		if _, err := c.Do("SET", fmt.Sprintf("key-%03d", i), v); err != nil {
+			t.Fatalf("set %d: %v", i, err)
+		}
+		if i%16 == 0 { // touch an older entry: dirty index files
+			if _, err := c.Do("DEL", fmt.Sprintf("key-%03d", i/2)); err != nil {
+				t.Fatalf("del: %v", err)
+			}
+		}
+	}
+	c.Close()
+	z.Stop()
+
+	dataDir := filepath.Join(vol, "data", "zdbfs-data")
+	idxDir := filepath.Join(vol, "index", "zdbfs-data")
+	closed := func() []string {
+		out := []string{filepath.Join(idxDir, "zdb-namespace")}
+		for _, d := range []struct{ dir, prefix string }{{dataDir, "d"}, {idxDir, "i"}} {
+			names, err := closedFiles(d.dir, d.prefix)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range names {
+				out = append(out, filepath.Join(d.dir, n))
+			}
+		}
+		return out
+	}
+	files := closed()
+	if len(files) < 1+2*3 {
+		t.Fatalf("want at least 3 closed data and index files, got %v", files)
+	}
+	// Nothing stored yet (in-process check: no daemon runs).
+	if out, serr, err := zstorCLI(t, cfgPath, "check", "-f", files[1]); err != nil || out != "" {
+		t.Fatalf("%s stored before the rescan: %q %v %s", files[1], out, err, serr)
+	}
+
+	// Phase 2: a daemon, and zdb with the real config.
+	m := startMonitor(t, cfgPath, cfg.Socket)
+	z = startLocalZdb(t, vol, hook, port, env(cfgPath))
+	stored := func(p string) bool {
+		out, _, err := zstorCLI(t, cfgPath, "check", "-f", p)
+		if err != nil || out == "" {
+			return false
+		}
+		local, err := engine.FileChecksum(p)
+		return err == nil && strings.TrimSpace(out) == hex.EncodeToString(local[:])
+	}
+	pending := files
+	defer func() {
+		if t.Failed() {
+			t.Logf("not stored: %v\nzdb: %s\nzstor: %s", pending, z.Output(), m.out.String())
+		}
+	}()
+	waitFor(t, 120*time.Second, "closed files stored after ready", func() bool {
+		var left []string
+		for _, p := range pending {
+			if !stored(p) {
+				left = append(left, p)
+			}
+		}
+		pending = left
+		if len(left) > 0 {
+			time.Sleep(300 * time.Millisecond)
+			select {
+			case <-m.done:
+				t.Fatalf("daemon exited: %s", m.out.String())
+			default:
+			}
+			return false
+		}
+		return true
+	})
+	// The index copies are removed once uploaded, and zdbfs-temp is never
+	// archived.
+	waitFor(t, 30*time.Second, "hook copies removed", func() bool {
+		entries, _ := os.ReadDir(hookTmp)
+		return len(entries) == 0
+	})
+	if out, _, _ := zstorCLI(t, cfgPath, "check", "-f", filepath.Join(vol, "index", "zdbfs-temp", "zdb-namespace")); out != "" {
+		t.Errorf("zdbfs-temp was archived")
+	}
+	t.Logf("%d closed files stored after ready", len(files))
+}
