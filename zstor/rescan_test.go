@@ -139,3 +139,25 @@ func TestHookReadyRescan(t *testing.T) {
 	}
 	t.Logf("%d closed files stored after ready", len(files))
 }
+
+// TestClosedFiles: every prefix<N> regular file but the highest N, in
+// numeric order; other names and directories are ignored.
+func TestClosedFiles(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []string{"d0", "d1", "d10", "d2", "dx", "i0", "zdb-namespace"} {
+		if err := os.WriteFile(filepath.Join(dir, n), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Mkdir(filepath.Join(dir, "d11"), 0o755)
+	got, err := closedFiles(dir, "d")
+	if err != nil || strings.Join(got, ",") != "d0,d1,d2" {
+		t.Errorf("closedFiles d: %v %v, want d0,d1,d2", got, err)
+	}
+	if got, err := closedFiles(dir, "i"); err != nil || len(got) != 0 {
+		t.Errorf("closedFiles i (only the current one): %v %v", got, err)
+	}
+	if got, err := closedFiles(filepath.Join(dir, "absent"), "d"); err != nil || len(got) != 0 {
+		t.Errorf("closedFiles of a missing dir: %v %v", got, err)
+	}
+}
