@@ -40,6 +40,7 @@ type hookEnv struct {
 	namespaces []string
 	log        *logrus.Entry
 	eng        *engine.Engine
+	daemonOnly bool // no in-process fallback when the config has a socket
 }
 
 func getenv(name, def string) string {
@@ -245,6 +246,8 @@ func (h *hookEnv) do(c *proto.Command) (*proto.Response, error) {
 				return nil, errors.New(r.Err)
 			}
 			return r, nil
+		} else if h.daemonOnly {
+			return nil, err
 		}
 	}
 	if h.eng == nil {

@@ -71,10 +71,12 @@ func invokedAsHook() bool {
 // before trying them (only failed uploads are recorded and re-queued). The
 // current files are stored by namespace-closing.
 //
-// With a socket in the config, it waits for the daemon and gives up without
-// one (no long in-process uploads behind the stack's back).
+// With a socket in the config, it waits for the daemon, gives up without
+// one and never falls back to in-process commands (no long uploads behind
+// the stack's back when the daemon stops during the scan).
 func (h *hookEnv) rescan() error {
 	if h.cfg.Socket != "" {
+		h.daemonOnly = true
 		deadline := time.Now().Add(rescanDaemonWait)
 		for {
 			c, err := dialDaemon(h.cfg.Socket)

@@ -43,7 +43,9 @@ func TestHookReadyRescan(t *testing.T) {
 			"QSFS_ZDB_DATA=" + filepath.Join(vol, "data"), "TMPDIR=" + hookTmp}
 	}
 
-	// Phase 1: nothing can be stored.
+	// Phase 1: nothing can be stored. (A frozen daemon would block zdb,
+	// which waits for jump-index; a dead one makes the hook store
+	// in-process.)
 	port := freeTCPPort(t)
 	z := startLocalZdb(t, vol, hook, port, env(filepath.Join(dir, "absent.toml")))
 	c := z.conn(t)
