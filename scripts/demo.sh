@@ -36,7 +36,7 @@ mkdir -p "$QW"
 
 step() { echo; echo "=== $*"; }
 
-step "local backends: qsfs zdb on ports $PORT (metadata) and $((PORT + 1)) (data)"
+step "local backends: qsfs zdb in their own network namespace, ports $PORT (metadata) and $((PORT + 1)) (data)"
 qsfs_backends_start "$PORT"
 echo "groups: $QSFS_GROUPS"
 echo "meta:   $QSFS_META"

@@ -59,49 +59,98 @@ qsfs_busybox_image() {
   D import --change 'ENV PATH=/bin' "$QW/busybox.tar" busybox:local >/dev/null
 }
 
-# qsfs_host_ip: an address of this host that a volume's namespace reaches
-# through the host (the default route's source, else the first global one).
-qsfs_host_ip() {
-  local ip
-  ip=$(ip -4 route get 192.0.2.123 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' | head -1)
-  [ -n "$ip" ] || ip=$(ip -4 -o addr show scope global | grep -v ' qfs' | awk '{print $4}' | cut -d/ -f1 | head -1)
-  echo "$ip"
+# The local backends live in a network namespace of their own, created here
+# and joined to the host by a veth pair, so a volume's namespace reaches them
+# through the host exactly as it would reach remote backends, and no traffic
+# goes anywhere but to addresses this run created. Addresses: IPv4
+# 100.124.<n>.0/30 and IPv6 fd8c:5f0e:be00:<n>::/64, n derived from the pid.
+qsfs_backends_net() {
+  [ -n "${QSFS_BE_NS:-}" ] && return 0
+  local n=$(($$ % 250))
+  QSFS_BE_NS="qsfs-be-$$"
+  QSFS_BE_HOSTIF="qbeh$$"
+  QSFS_BE_NSIF="qben$$"
+  QSFS_BE_IP4="100.124.$n.2"
+  QSFS_BE_HOST4="100.124.$n.1"
+  QSFS_BE_IP6="fd8c:5f0e:be00:$(printf %x "$n")::2"
+  QSFS_BE_HOST6="fd8c:5f0e:be00:$(printf %x "$n")::1"
+  # Exported so the processes a run spawns (bats runs each test in its own
+  # process) name the same namespace.
+  export QSFS_BE_NS QSFS_BE_HOSTIF QSFS_BE_NSIF QSFS_BE_IP4 QSFS_BE_HOST4 QSFS_BE_IP6 QSFS_BE_HOST6
 }
 
-# qsfs_backends_start PORT: two `qsfs zdb` backends on this host: user-key
-# mode on PORT with namespaces m1..m4 (metadata) and sequential mode on
-# PORT+1 with d1..d4 (data). Sets QSFS_GROUPS and QSFS_META for the host IP.
+# qsfs_host_ip: the IPv4 address of the backends' namespace.
+qsfs_host_ip() { qsfs_backends_net; echo "$QSFS_BE_IP4"; }
+
+# qsfs_host_ip6: the IPv6 address of the backends' namespace; empty when the
+# host has IPv6 disabled.
+qsfs_host_ip6() {
+  qsfs_backends_net
+  ip netns exec "$QSFS_BE_NS" ip -6 -o addr show dev "$QSFS_BE_NSIF" scope global 2>/dev/null |
+    grep -q "$QSFS_BE_IP6" && echo "$QSFS_BE_IP6"
+}
+
+# qsfs_backends_ns_up: creates the backends' namespace and its veth pair.
+qsfs_backends_ns_up() {
+  qsfs_backends_net
+  ip netns add "$QSFS_BE_NS" || return 1
+  ip link add "$QSFS_BE_HOSTIF" type veth peer name "$QSFS_BE_NSIF" netns "$QSFS_BE_NS" || return 1
+  ip addr add "$QSFS_BE_HOST4/30" dev "$QSFS_BE_HOSTIF"
+  ip link set "$QSFS_BE_HOSTIF" up
+  ip netns exec "$QSFS_BE_NS" ip link set lo up
+  ip netns exec "$QSFS_BE_NS" ip addr add "$QSFS_BE_IP4/30" dev "$QSFS_BE_NSIF"
+  ip netns exec "$QSFS_BE_NS" ip link set "$QSFS_BE_NSIF" up
+  ip netns exec "$QSFS_BE_NS" ip route add default via "$QSFS_BE_HOST4"
+  if [ -e /proc/sys/net/ipv6/conf/all/disable_ipv6 ] && [ "$(cat /proc/sys/net/ipv6/conf/all/disable_ipv6)" = 0 ]; then
+    ip addr add "$QSFS_BE_HOST6/64" dev "$QSFS_BE_HOSTIF" nodad 2>/dev/null || true
+    ip netns exec "$QSFS_BE_NS" ip addr add "$QSFS_BE_IP6/64" dev "$QSFS_BE_NSIF" nodad 2>/dev/null || true
+    ip netns exec "$QSFS_BE_NS" ip -6 route add default via "$QSFS_BE_HOST6" 2>/dev/null || true
+  fi
+}
+
+# qsfs_backends_start PORT: two `qsfs zdb` backends in their own namespace:
+# user-key mode on PORT with namespaces m1..m4 (metadata) and sequential mode
+# on PORT+1 with d1..d4 (data). Sets QSFS_GROUPS and QSFS_META.
 qsfs_backends_start() {
   local port=$1 ip
-  ip=$(qsfs_host_ip)
-  [ -n "$ip" ] || { echo "no global IPv4 address on this host for the backends" >&2; return 1; }
+  qsfs_backends_ns_up || { echo "cannot create the backends' namespace" >&2; return 1; }
+  ip=$QSFS_BE_IP4
   mkdir -p "$QW/backends"
-  setsid "$QSFS_BIN" zdb --mode user --port "$port" --data "$QW/backends/meta/data" \
+  local be="ip netns exec $QSFS_BE_NS"
+  setsid $be "$QSFS_BIN" zdb --mode user --listen :: --port "$port" --data "$QW/backends/meta/data" \
     --index "$QW/backends/meta/index" >"$QW/backends/meta.log" 2>&1 </dev/null &
   echo $! >"$QW/backends/meta.pid"
-  setsid "$QSFS_BIN" zdb --mode seq --port $((port + 1)) --data "$QW/backends/data/data" \
+  setsid $be "$QSFS_BIN" zdb --mode seq --listen :: --port $((port + 1)) --data "$QW/backends/data/data" \
     --index "$QW/backends/data/index" >"$QW/backends/data.log" 2>&1 </dev/null &
   echo $! >"$QW/backends/data.pid"
-  wait_for 20 redis-cli -p "$port" PING || return 1
-  wait_for 20 redis-cli -p $((port + 1)) PING || return 1
+  wait_for 20 $be redis-cli -p "$port" PING || return 1
+  wait_for 20 $be redis-cli -p $((port + 1)) PING || return 1
   local i
   for i in 1 2 3 4; do
-    redis-cli -p "$port" NSNEW "m$i" >/dev/null
-    redis-cli -p $((port + 1)) NSNEW "d$i" >/dev/null
+    $be redis-cli -p "$port" NSNEW "m$i" >/dev/null
+    $be redis-cli -p $((port + 1)) NSNEW "d$i" >/dev/null
   done
   QSFS_META="$ip:$port/m1,$ip:$port/m2,$ip:$port/m3,$ip:$port/m4"
   QSFS_GROUPS="$ip:$((port + 1))/d1,$ip:$((port + 1))/d2;$ip:$((port + 1))/d3,$ip:$((port + 1))/d4"
   export QSFS_META QSFS_GROUPS
 }
 
-# qsfs_backends_stop: stops the two backends.
+# qsfs_backends_stop: stops the two backends (by PID) and removes their
+# namespace and veth pair.
 qsfs_backends_stop() {
-  local f
+  local f pid end
   for f in "$QW"/backends/*.pid; do
     [ -e "$f" ] || continue
-    kill -TERM "$(cat "$f")" 2>/dev/null || true
+    pid=$(cat "$f")
+    kill -TERM "$pid" 2>/dev/null || true
+    end=$((SECONDS + 20))
+    while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.2; done
+    kill -KILL "$pid" 2>/dev/null || true
     rm -f "$f"
   done
+  qsfs_backends_net
+  ip link del "$QSFS_BE_HOSTIF" 2>/dev/null || true
+  ip netns del "$QSFS_BE_NS" 2>/dev/null || true
 }
 
 # qsfs_plugin_install NAME [KEY=VALUE...]: builds the plugin directory from
@@ -141,11 +190,3 @@ qsfs_teardown_netns_of() {
   done
 }
 
-# qsfs_host_ip6: a global IPv6 address of this host (the default route's
-# source, else the first global one); empty when there is none.
-qsfs_host_ip6() {
-  local ip
-  ip=$(ip -6 route get 2001:db8::123 2>/dev/null | sed -n 's/.* src \([0-9a-f:]*\).*/\1/p' | head -1)
-  [ -n "$ip" ] || ip=$(ip -6 -o addr show scope global | grep -v ' qfs' | awk '{print $4}' | cut -d/ -f1 | head -1)
-  echo "$ip"
-}

@@ -230,7 +230,7 @@ teardown() {
 
 @test "IPv6 backends: the namespace reaches them and uploads" {
   ip6=$(qsfs_host_ip6)
-  [ -n "$ip6" ] || skip "no global IPv6 address on this host"
+  [ -n "$ip6" ] || skip "IPv6 is disabled on this host"
   m="[$ip6]:$PORT"
   d="[$ip6]:$((PORT + 1))"
   D volume create -d qsfs -o group1="$d/d1,$d/d2" -o group2="$d/d3,$d/d4" \
