@@ -63,7 +63,9 @@ func (r Reply) Err() error {
 type Conn struct {
 	nc      net.Conn
 	r       *bufio.Reader
-	w       *bufio.Writer
+	wbuf    []byte      // encoded requests not yet written
+	werr    error       // first write error, sticky, returned by Flush
+	iov     net.Buffers // scratch for writev of wbuf and a large payload
 	timeout time.Duration
 	pending int
 	num     []byte
@@ -85,7 +87,7 @@ func NewConn(nc net.Conn, timeout time.Duration) *Conn {
 	return &Conn{
 		nc:      nc,
 		r:       bufio.NewReaderSize(nc, 64<<10),
-		w:       bufio.NewWriterSize(nc, 64<<10),
+		wbuf:    make([]byte, 0, 4<<10),
 		timeout: timeout,
 		num:     make([]byte, 0, 24),
 	}
@@ -94,20 +96,31 @@ func NewConn(nc net.Conn, timeout time.Duration) *Conn {
 // Close closes the connection.
 func (c *Conn) Close() error { return c.nc.Close() }
 
+// Write buffering: requests are encoded into wbuf, which is written when
+// it exceeds maxBuffered and at Flush. A bulk argument of at least bigBulk
+// bytes is not copied: it goes to the socket at once in one writev(2)
+// together with what is buffered before it, so Send may write for large
+// payloads (as a full buffer did before) and the caller may reuse the
+// payload as soon as Send returns.
+const (
+	bigBulk     = 16 << 10
+	maxBuffered = 64 << 10
+)
+
 // Send buffers one request. Arguments may be string, []byte, int, int64 or
-// uint64 (formatted in decimal).
+// uint64 (formatted in decimal). Write errors are reported by Flush.
 func (c *Conn) Send(args ...any) error {
-	c.w.WriteByte('*')
+	c.wbuf = append(c.wbuf, '*')
 	c.writeNum(int64(len(args)))
 	for _, a := range args {
 		switch v := a.(type) {
 		case []byte:
 			c.writeBulk(v)
 		case string:
-			c.w.WriteByte('$')
+			c.wbuf = append(c.wbuf, '$')
 			c.writeNum(int64(len(v)))
-			c.w.WriteString(v)
-			c.w.WriteString("\r\n")
+			c.wbuf = append(c.wbuf, v...)
+			c.wbuf = append(c.wbuf, "\r\n"...)
 		case int:
 			c.writeBulk(strconv.AppendInt(nil, int64(v), 10))
 		case int64:
@@ -119,29 +132,58 @@ func (c *Conn) Send(args ...any) error {
 		}
 	}
 	c.pending++
+	if len(c.wbuf) >= maxBuffered {
+		c.writeOut(nil)
+	}
 	return nil
 }
 
 func (c *Conn) writeNum(n int64) {
-	c.num = strconv.AppendInt(c.num[:0], n, 10)
-	c.w.Write(c.num)
-	c.w.WriteString("\r\n")
+	c.wbuf = strconv.AppendInt(c.wbuf, n, 10)
+	c.wbuf = append(c.wbuf, "\r\n"...)
 }
 
 func (c *Conn) writeBulk(b []byte) {
-	c.w.WriteByte('$')
+	c.wbuf = append(c.wbuf, '$')
 	c.writeNum(int64(len(b)))
-	c.w.Write(b)
-	c.w.WriteString("\r\n")
+	if len(b) >= bigBulk {
+		c.writeOut(b)
+	} else {
+		c.wbuf = append(c.wbuf, b...)
+	}
+	c.wbuf = append(c.wbuf, "\r\n"...)
+}
+
+// writeOut writes wbuf followed by extra (if any) in one writev and empties
+// wbuf. After a write error nothing more is written.
+func (c *Conn) writeOut(extra []byte) {
+	if c.werr == nil {
+		if c.timeout > 0 {
+			c.nc.SetDeadline(time.Now().Add(c.timeout))
+		}
+		c.iov = append(c.iov[:0], c.wbuf)
+		if len(extra) > 0 {
+			c.iov = append(c.iov, extra)
+		}
+		bufs := c.iov
+		if _, err := bufs.WriteTo(c.nc); err != nil {
+			c.werr = err
+		}
+		clear(c.iov[:cap(c.iov)])
+	}
+	if cap(c.wbuf) > 4*maxBuffered {
+		c.wbuf = make([]byte, 0, 4<<10)
+	}
+	c.wbuf = c.wbuf[:0]
 }
 
 // Flush writes buffered requests to the server.
 func (c *Conn) Flush() error {
-	if c.timeout > 0 {
-		c.nc.SetDeadline(time.Now().Add(c.timeout))
+	if len(c.wbuf) > 0 {
+		c.writeOut(nil)
 	}
-	if err := c.w.Flush(); err != nil {
-		return fmt.Errorf("zdb write: %w", err)
+	if c.werr != nil {
+		return fmt.Errorf("zdb write: %w", c.werr)
 	}
 	return nil
 }
