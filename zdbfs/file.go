@@ -213,25 +213,6 @@ func (fs *FS) fetchBlocks(n *node, want []uint32, last uint32) {
 		fetches[k] = &fetch{done: make(chan struct{})}
 		n.inflight[idx] = fetches[k]
 	}
-	run := func() {
-		vals, err := fs.b.data.getMany(ids)
-		n.mu.Lock()
-		for k, idx := range want {
-			f := fetches[k]
-			f.err = err
-			if err == nil && n.inflight[idx] == f && n.cache[idx] == nil && uint64(n.blockID(idx)) == ids[k] {
-				b := &block{data: vals[k]}
-				n.cache[idx] = b
-				fs.account(int64(cap(b.data)))
-				fs.touch(n, idx, b)
-			}
-			if n.inflight[idx] == f {
-				delete(n.inflight, idx)
-			}
-			close(f.done)
-		}
-		n.mu.Unlock()
-	}
 	// split: blocks needed now are read synchronously, read-ahead in the background
 	split := len(want)
 	for k, idx := range want {
@@ -252,33 +233,39 @@ func (fs *FS) fetchBlocks(n *node, want []uint32, last uint32) {
 		return
 	}
 	n.mu.Unlock()
-	run()
+	vals, err := fs.b.data.getMany(ids)
 	n.mu.Lock()
+	fs.fetched(n, want, ids, fetches, vals, err)
 }
 
 // prefetch reads blocks in the background into n's cache.
 func (fs *FS) prefetch(n *node, bg []uint32, bgIDs []uint64, bgF []*fetch) {
-	{
-		go func() {
-			vals, err := fs.b.data.getMany(bgIDs)
-			n.mu.Lock()
-			for k, idx := range bg {
-				f := bgF[k]
-				f.err = err
-				if err == nil && n.inflight[idx] == f && n.cache[idx] == nil && uint64(n.blockID(idx)) == bgIDs[k] {
-					b := &block{data: vals[k]}
-					n.cache[idx] = b
-					fs.account(int64(cap(b.data)))
-					fs.touch(n, idx, b)
-				}
-				if n.inflight[idx] == f {
-					delete(n.inflight, idx)
-				}
-				close(f.done)
-			}
-			n.mu.Unlock()
-			fs.evict()
-		}()
+	go func() {
+		vals, err := fs.b.data.getMany(bgIDs)
+		n.mu.Lock()
+		fs.fetched(n, bg, bgIDs, bgF, vals, err)
+		n.mu.Unlock()
+		fs.evict()
+	}()
+}
+
+// fetched completes the fetches of blocks idxs (zdb ids ids) with the values
+// read, caching each block that is still wanted and still maps to the id it
+// was read for. n.mu must be held.
+func (fs *FS) fetched(n *node, idxs []uint32, ids []uint64, fetches []*fetch, vals [][]byte, err error) {
+	for k, idx := range idxs {
+		f := fetches[k]
+		f.err = err
+		if err == nil && n.inflight[idx] == f && n.cache[idx] == nil && uint64(n.blockID(idx)) == ids[k] {
+			b := &block{data: vals[k]}
+			n.cache[idx] = b
+			fs.account(int64(cap(b.data)))
+			fs.touch(n, idx, b)
+		}
+		if n.inflight[idx] == f {
+			delete(n.inflight, idx)
+		}
+		close(f.done)
 	}
 }
 

@@ -16,17 +16,9 @@ import (
 // verified against the stored checksum before it replaces anything.
 func (e *Engine) Retrieve(file string) (*meta.MetaData, error) {
 	cfg, st, _ := e.snapshot()
-	p, err := LookupPath(file)
+	md, err := loadMeta(st, file, "retrieve")
 	if err != nil {
 		return nil, err
-	}
-	mkey, err := st.KeyFor(p)
-	if err != nil {
-		return nil, err
-	}
-	md, err := st.Load(mkey)
-	if err != nil {
-		return nil, fmt.Errorf("retrieve %s: %w", file, err)
 	}
 	if md == nil {
 		return nil, fmt.Errorf("retrieve %s: %w", file, ErrNotFound)
@@ -207,6 +199,19 @@ func (e *Engine) readShard(si meta.ShardInfo, dst []byte) ([]byte, error) {
 // Check returns the stored checksum of file, or nil when nothing is stored.
 func (e *Engine) Check(file string) (*codec.Checksum, error) {
 	_, st, _ := e.snapshot()
+	md, err := loadMeta(st, file, "check")
+	if err != nil {
+		return nil, err
+	}
+	if md == nil {
+		return nil, nil
+	}
+	return &md.Checksum, nil
+}
+
+// loadMeta returns the metadata stored for file, or nil when there is none.
+// op names the command in errors.
+func loadMeta(st *meta.Store, file, op string) (*meta.MetaData, error) {
 	p, err := LookupPath(file)
 	if err != nil {
 		return nil, err
@@ -217,10 +222,7 @@ func (e *Engine) Check(file string) (*codec.Checksum, error) {
 	}
 	md, err := st.Load(mkey)
 	if err != nil {
-		return nil, fmt.Errorf("check %s: %w", file, err)
+		return nil, fmt.Errorf("%s %s: %w", op, file, err)
 	}
-	if md == nil {
-		return nil, nil
-	}
-	return &md.Checksum, nil
+	return md, nil
 }
