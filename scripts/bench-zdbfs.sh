@@ -1,33 +1,39 @@
 #!/usr/bin/env bash
 # bench-zdbfs.sh — `qsfs zdbfs` over `qsfs zdb` against a directory on the same
-# disk, in one run. Needs root (drop_caches, FUSE), dd, fio and bin/qsfs
-# (`make build`). Prints a markdown section on stdout; progress on stderr.
+# disk. Every test runs ROUNDS times, native and zdbfs interleaved (the order
+# alternates each round), and the table shows the median with the range, so a
+# slow spell of the VM hits both sides. Needs root (drop_caches, FUSE), dd,
+# fio and bin/qsfs (`make build`). Prints a markdown section on stdout; progress
+# on stderr.
 #
 #   BENCH_DIR   where to work (default /var/tmp; must be on the disk measured)
 #   QSFS_BIN    binary (default bin/qsfs)
-#   FIO_RUNTIME seconds per fio job (default 20)
+#   ROUNDS      rounds per test (default 3)
+#   FIO_RUNTIME seconds per fio job (default 10)
 #   DD_MIB      size of the dd test (default 1024)
 #   NFILES      number of 4 KiB files (default 10000)
+#   ZDBFS_OPTS  extra -o options for zdbfs (default none)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 QSFS_BIN=${QSFS_BIN:-bin/qsfs}
 QSFS_BIN=$(realpath "$QSFS_BIN")
 BENCH_DIR=${BENCH_DIR:-/var/tmp}
-FIO_RUNTIME=${FIO_RUNTIME:-20}
+ROUNDS=${ROUNDS:-3}
+FIO_RUNTIME=${FIO_RUNTIME:-10}
 DD_MIB=${DD_MIB:-1024}
 NFILES=${NFILES:-10000}
+ZDBFS_OPTS=${ZDBFS_OPTS:-}
 
 [[ $EUID -eq 0 ]] || { echo "bench-zdbfs: needs root" >&2; exit 1; }
 [[ -x $QSFS_BIN ]] || { echo "bench-zdbfs: $QSFS_BIN missing; run make build" >&2; exit 1; }
-for tool in dd fio fusermount3 awk; do
+for tool in dd fio fusermount3 awk sort; do
 	command -v $tool >/dev/null || { echo "bench-zdbfs: needs $tool" >&2; exit 1; }
 done
 
 W=$(mktemp -d "$BENCH_DIR/qsfs-bench-zdbfs.$$.XXXX")
-NATIVE=$W/native
 MNT=$W/mnt
-mkdir -p "$NATIVE" "$MNT"
+mkdir -p "$W/native" "$MNT"
 ZDB_PID= ZDBFS_PID=
 cleanup() {
 	if grep -qs " $MNT fuse.zdbfs " /proc/mounts; then fusermount3 -u "$MNT" || umount -l "$MNT" || true; fi
@@ -41,96 +47,151 @@ log() { echo "bench-zdbfs: $*" >&2; }
 now() { date +%s.%N; }
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+cpu() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$1/stat"; }
 
 "$QSFS_BIN" zdb --socket "$W/zdb.sock" --data "$W/zdb/data" --index "$W/zdb/index" >"$W/zdb.log" 2>&1 &
 ZDB_PID=$!
 for _ in $(seq 100); do [[ -S $W/zdb.sock ]] && break; sleep 0.1; done
-"$QSFS_BIN" zdbfs -o "autons,unix=$W/zdb.sock" "$MNT" >"$W/zdbfs.log" 2>&1 &
+"$QSFS_BIN" zdbfs -o "autons,unix=$W/zdb.sock${ZDBFS_OPTS:+,$ZDBFS_OPTS}" "$MNT" >"$W/zdbfs.log" 2>&1 &
 ZDBFS_PID=$!
 for _ in $(seq 100); do grep -qs " $MNT fuse.zdbfs " /proc/mounts && break; sleep 0.1; done
 grep -qs " $MNT fuse.zdbfs " /proc/mounts || { cat "$W/zdbfs.log" >&2; exit 1; }
 
+# R[<test>.<target>] holds the space-separated results of every round.
 declare -A R
-# rate <key> <bytes> <seconds> -> MB/s
-rate() { R[$1]=$(awk -v b="$2" -v s="$3" 'BEGIN { printf "%.0f", b / s / 1e6 }'); }
+put() { R[$1.$2]="${R[$1.$2]:-} $3"; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { print b - a }'; }
+mbps() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.0f", b / s / 1e6 }'; }
 
-fio_job() { # fio_job <dir> <rw> <bs> <key>
-	local dir=$1 rw=$2 bs=$3 key=$4 out
+dir_of() { if [[ $1 == native ]]; then echo "$W/native"; else echo "$MNT"; fi; }
+
+# The tests. Each one leaves no dirty data behind (sync, untimed), so the
+# next test does not pay for it.
+t_dd() { # write then cold read
+	local target=$1 dir t0 s
+	dir=$(dir_of "$target")
+	drop
+	t0=$(now)
+	dd if=/dev/zero of="$dir/dd.dat" bs=1M count="$DD_MIB" conv=fsync status=none
+	s=$(since "$t0")
+	put ddw "$target" "$(mbps $((DD_MIB << 20)) "$s")"
+	drop
+	t0=$(now)
+	dd if="$dir/dd.dat" of=/dev/null bs=1M status=none
+	s=$(since "$t0")
+	put ddr "$target" "$(mbps $((DD_MIB << 20)) "$s")"
+	rm -f "$dir/dd.dat"
+	sync
+}
+
+t_small() { # create NFILES x 4 KiB in a fresh directory, then ls -l cold
+	local target=$1 round=$2 dir d t0 s
+	dir=$(dir_of "$target")
+	d=$dir/small.$round
+	mkdir "$d"
+	drop
+	t0=$(now)
+	for ((i = 0; i < NFILES; i++)); do printf '%4096s' '' >"$d/f$i"; done
+	s=$(since "$t0")
+	put create "$target" "$(awk -v n="$NFILES" -v s="$s" 'BEGIN { printf "%.0f", n / s }')"
+	drop
+	t0=$(now)
+	ls -l "$d" >/dev/null
+	s=$(since "$t0")
+	put ls "$target" "$(awk -v s="$s" 'BEGIN { printf "%.3f", s }')"
+	# the files stay until the end: ext4 slows down inode allocation for
+	# 30 s after a mass delete, which would penalise the next native round
+}
+
+fio_job() { # fio_job <target> <rw> <bs> <key>
+	local dir rw=$2 bs=$3 key=$4 out
+	dir=$(dir_of "$1")
 	[[ $rw == read || $rw == randread ]] && drop
 	out=$(fio --name=b --directory="$dir" --filename=fio.dat --size=512M --rw="$rw" --bs="$bs" \
 		--ioengine=psync --iodepth=1 --end_fsync=1 --time_based --runtime="$FIO_RUNTIME" \
 		--output-format=terse --terse-version=3 2>/dev/null)
 	# terse v3: field 7/8 = read bw KiB/s / iops, 48/49 = write bw KiB/s / iops
 	case $rw in
-	read) R[$key]=$(awk -F';' '{printf "%.0f", $7 * 1024 / 1e6}' <<<"$out") ;;
-	write) R[$key]=$(awk -F';' '{printf "%.0f", $48 * 1024 / 1e6}' <<<"$out") ;;
-	randread) R[$key]=$(awk -F';' '{print $8}' <<<"$out") ;;
-	randwrite) R[$key]=$(awk -F';' '{print $49}' <<<"$out") ;;
+	read) put "$key" "$1" "$(awk -F';' '{printf "%.0f", $7 * 1024 / 1e6}' <<<"$out")" ;;
+	write) put "$key" "$1" "$(awk -F';' '{printf "%.0f", $48 * 1024 / 1e6}' <<<"$out")" ;;
+	randread) put "$key" "$1" "$(awk -F';' '{print $8}' <<<"$out")" ;;
+	randwrite) put "$key" "$1" "$(awk -F';' '{print $49}' <<<"$out")" ;;
 	esac
+	sync
 }
 
-for target in native zdbfs; do
-	dir=$NATIVE
-	[[ $target == zdbfs ]] && dir=$MNT
-	log "$target: dd write ${DD_MIB} MiB conv=fsync"
-	drop
-	t0=$(now); dd if=/dev/zero of="$dir/dd.dat" bs=1M count="$DD_MIB" conv=fsync status=none; t1=$(now)
-	rate "$target.ddw" $((DD_MIB << 20)) "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')"
-	log "$target: cold read"
-	drop
-	t0=$(now); dd if="$dir/dd.dat" of=/dev/null bs=1M status=none; t1=$(now)
-	rate "$target.ddr" $((DD_MIB << 20)) "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')"
-	rm -f "$dir/dd.dat"
-
-	log "$target: $NFILES x 4 KiB files"
-	mkdir "$dir/small"
-	drop
-	t0=$(now)
-	for ((i = 0; i < NFILES; i++)); do printf '%4096s' '' >"$dir/small/f$i"; done
-	t1=$(now)
-	R[$target.create]=$(awk -v n="$NFILES" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", n/(b-a)}')
-	drop
-	t0=$(now); ls -l "$dir/small" >/dev/null; t1=$(now)
-	R[$target.ls]=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')
-	rm -rf "$dir/small"
-
+t_fio() {
+	local target=$1 job
+	# the file is laid out once by the first job and reused by the others
 	for job in "write 1M seqw" "read 1M seqr" "randwrite 4k randw" "randread 4k randr"; do
 		set -- $job
-		log "$target: fio $1 $2"
-		fio_job "$dir" "$1" "$2" "$target.$3"
+		fio_job "$target" "$1" "$2" "$3"
 	done
-	rm -f "$dir/fio.dat"
-done
+	rm -f "$(dir_of "$target")/fio.dat"
+	sync
+}
 
+CPU0_FS=$(cpu "$ZDBFS_PID") CPU0_DB=$(cpu "$ZDB_PID")
+for ((round = 1; round <= ROUNDS; round++)); do
+	order="native zdbfs"
+	((round % 2 == 0)) && order="zdbfs native"
+	for t in dd small fio; do
+		for target in $order; do
+			log "round $round/$ROUNDS: $t on $target"
+			"t_$t" "$target" "$round"
+		done
+	done
+done
 ZDBFS_HWM=$(hwm "$ZDBFS_PID")
 ZDB_HWM=$(hwm "$ZDB_PID")
+CPU_FS=$(awk -v a="$CPU0_FS" -v b="$(cpu "$ZDBFS_PID")" 'BEGIN { printf "%.1f", b - a }')
+CPU_DB=$(awk -v a="$CPU0_DB" -v b="$(cpu "$ZDB_PID")" 'BEGIN { printf "%.1f", b - a }')
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0) printf "%.2f", b / a; else print "n/a" }'; }
-iratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+# med <values...>: the median; range <values...>: min–max
+med() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+range() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo "–" hi }'; }
+# row <label> <test> <higher-is-better: 1|0>
+row() {
+	local n z mn mz ratio
+	# shellcheck disable=SC2086
+	n=(${R[$2.native]}) z=(${R[$2.zdbfs]})
+	mn=$(med "${n[@]}") mz=$(med "${z[@]}")
+	if [[ $3 == 1 ]]; then
+		ratio=$(awk -v a="$mn" -v b="$mz" 'BEGIN { if (a > 0) printf "%.2f", b / a; else print "n/a" }')
+	else
+		ratio=$(awk -v a="$mn" -v b="$mz" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
+	fi
+	echo "| $1 | $mn ($(range "${n[@]}")) | $mz ($(range "${z[@]}")) | **$ratio** |"
+}
 
 cat <<MD
 ## zdbfs
 
-\`qsfs zdbfs\` over \`qsfs zdb\` (unix socket, mixed mode, \`-o autons\`) against a directory on the same disk
-($(df --output=source "$BENCH_DIR" | tail -1), $(nproc) CPUs, kernel $(uname -r)). One run each; ratio = zdbfs / native
-(for \`ls -l\`, native time / zdbfs time), higher is better.
+\`qsfs zdbfs\` over \`qsfs zdb\` (unix socket, mixed mode, \`-o autons${ZDBFS_OPTS:+,$ZDBFS_OPTS}\`) against a directory
+on the same disk ($(df --output=source "$BENCH_DIR" | tail -1), $(nproc) CPUs, kernel $(uname -r)). Each test ran
+$ROUNDS times, native and zdbfs interleaved; cells are the median (min–max). Ratio = zdbfs / native of the medians
+(for \`ls -l\`, native time / zdbfs time): higher is better, 1.00 is parity.
 
 | test | native | zdbfs | ratio |
 |---|---|---|---|
-| dd write ${DD_MIB} MiB \`bs=1M conv=fsync\` (MB/s) | ${R[native.ddw]} | ${R[zdbfs.ddw]} | $(ratio "${R[native.ddw]}" "${R[zdbfs.ddw]}") |
-| dd cold read after drop_caches (MB/s) | ${R[native.ddr]} | ${R[zdbfs.ddr]} | $(ratio "${R[native.ddr]}" "${R[zdbfs.ddr]}") |
-| create ${NFILES} × 4 KiB files (files/s) | ${R[native.create]} | ${R[zdbfs.create]} | $(ratio "${R[native.create]}" "${R[zdbfs.create]}") |
-| \`ls -l\` of them, cold (s) | ${R[native.ls]} | ${R[zdbfs.ls]} | $(iratio "${R[native.ls]}" "${R[zdbfs.ls]}") |
-| fio seq write 1M, end_fsync (MB/s) | ${R[native.seqw]} | ${R[zdbfs.seqw]} | $(ratio "${R[native.seqw]}" "${R[zdbfs.seqw]}") |
-| fio seq read 1M, cold (MB/s) | ${R[native.seqr]} | ${R[zdbfs.seqr]} | $(ratio "${R[native.seqr]}" "${R[zdbfs.seqr]}") |
-| fio randwrite 4k (IOPS) | ${R[native.randw]} | ${R[zdbfs.randw]} | $(ratio "${R[native.randw]}" "${R[zdbfs.randw]}") |
-| fio randread 4k, cold (IOPS) | ${R[native.randr]} | ${R[zdbfs.randr]} | $(ratio "${R[native.randr]}" "${R[zdbfs.randr]}") |
+$(row "dd write ${DD_MIB} MiB \`bs=1M conv=fsync\` (MB/s)" ddw 1)
+$(row "dd cold read after drop_caches (MB/s)" ddr 1)
+$(row "create ${NFILES} × 4 KiB files (files/s)" create 1)
+$(row "\`ls -l\` of them, cold (s)" ls 0)
+$(row "fio seq write 1M, end_fsync (MB/s)" seqw 1)
+$(row "fio seq read 1M, cold (MB/s)" seqr 1)
+$(row "fio randwrite 4k, end_fsync (IOPS)" randw 1)
+$(row "fio randread 4k, cold (IOPS)" randr 1)
 
-| process | peak RSS (VmHWM) |
-|---|---|
-| qsfs zdbfs | $((ZDBFS_HWM / 1024)) MiB |
-| qsfs zdb | $((ZDB_HWM / 1024)) MiB |
+| process | peak RSS (VmHWM) | CPU time over the whole run |
+|---|---|---|
+| qsfs zdbfs | $((ZDBFS_HWM / 1024)) MiB | ${CPU_FS} s |
+| qsfs zdb | $((ZDB_HWM / 1024)) MiB | ${CPU_DB} s |
 
-fio: 512 MiB file, psync, iodepth 1, ${FIO_RUNTIME} s time-based, buffered. 4 KiB files are written by a shell loop
-without forking (\`printf\` builtin). zdbfs block cache: default \`cachesize\` (512 × 128 KiB = 64 MiB).
+What the numbers mean: zdbfs's \`fsync\` returns when zdb holds the data (written to zdb's files, as with the
+official zdbfs and zdb without \`--sync\`), while native \`fsync\` waits for the disk; \`sync\` runs untimed
+after every test, so nobody pays for the previous test's write-back. Cold reads drop the kernel caches; zdbfs's
+own block cache (\`cachesize\`, default 64 MiB) is not dropped. 4 KiB files are written by a shell loop without
+forking (\`printf\` builtin) into a fresh directory per round. fio: 512 MiB file, psync, iodepth 1, ${FIO_RUNTIME} s
+time-based, buffered.
 MD
