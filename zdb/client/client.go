@@ -69,6 +69,7 @@ type Conn struct {
 	timeout time.Duration
 	pending int
 	num     []byte
+	alloc   func(n int) []byte // buffers for large bulk replies, see SetBulkAlloc
 }
 
 // Dial connects to a server. network is "tcp" or "unix". timeout bounds the
@@ -92,6 +93,13 @@ func NewConn(nc net.Conn, timeout time.Duration) *Conn {
 		num:     make([]byte, 0, 24),
 	}
 }
+
+// SetBulkAlloc makes Receive read every bulk reply payload of at least
+// bigBulk bytes into a buffer from alloc (which must return len(b) >= n)
+// instead of a freshly allocated one, so that a caller that recycles its
+// buffers (a block cache) does not pay for allocating and zeroing one per
+// reply. The payload is the first n bytes; the caller owns the buffer.
+func (c *Conn) SetBulkAlloc(alloc func(n int) []byte) { c.alloc = alloc }
 
 // Close closes the connection.
 func (c *Conn) Close() error { return c.nc.Close() }
@@ -194,7 +202,7 @@ func (c *Conn) Receive() (Reply, error) {
 	if c.timeout > 0 {
 		c.nc.SetDeadline(time.Now().Add(c.timeout))
 	}
-	r, err := readReply(c.r)
+	r, err := readReply(c.r, c.alloc)
 	if err != nil {
 		return Reply{}, fmt.Errorf("zdb read: %w", err)
 	}
@@ -234,7 +242,7 @@ func readLine(r *bufio.Reader) ([]byte, error) {
 	return line[:len(line)-2], nil
 }
 
-func readReply(r *bufio.Reader) (Reply, error) {
+func readReply(r *bufio.Reader, alloc func(int) []byte) (Reply, error) {
 	line, err := readLine(r)
 	if err != nil {
 		return Reply{}, err
@@ -258,11 +266,26 @@ func readReply(r *bufio.Reader) (Reply, error) {
 		if n < 0 {
 			return Reply{Kind: kind, Nil: true}, nil
 		}
-		buf := make([]byte, n+2)
+		var buf []byte
+		if alloc != nil && n >= bigBulk {
+			if buf = alloc(n); len(buf) < n {
+				return Reply{}, fmt.Errorf("bulk buffer of %d bytes for a %d-byte reply", len(buf), n)
+			}
+			buf = buf[:n]
+		} else {
+			buf = make([]byte, n)
+		}
 		if _, err := io.ReadFull(r, buf); err != nil {
 			return Reply{}, err
 		}
-		return Reply{Kind: kind, Str: buf[:n]}, nil
+		var crlf [2]byte
+		if _, err := io.ReadFull(r, crlf[:]); err != nil {
+			return Reply{}, err
+		}
+		if crlf != [2]byte{'\r', '\n'} {
+			return Reply{}, fmt.Errorf("bulk reply of %d bytes not followed by CRLF", n)
+		}
+		return Reply{Kind: kind, Str: buf}, nil
 	case KindArray:
 		n, err := strconv.Atoi(string(body))
 		if err != nil {
@@ -273,7 +296,7 @@ func readReply(r *bufio.Reader) (Reply, error) {
 		}
 		arr := make([]Reply, n)
 		for i := range arr {
-			if arr[i], err = readReply(r); err != nil {
+			if arr[i], err = readReply(r, alloc); err != nil {
 				return Reply{}, err
 			}
 		}

@@ -1,10 +1,13 @@
 package client
 
 import (
+	"bufio"
 	"bytes"
+	"fmt"
 	"net"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,5 +129,41 @@ func TestAgainstServer(t *testing.T) {
 		if err != nil || r.Err() != nil {
 			t.Fatalf("pipelined reply %d: %v %v", i, err, r.Err())
 		}
+	}
+}
+
+// TestBulkAlloc reads large and small bulk replies with a caller-supplied
+// allocator: large payloads land in its buffers, small ones do not, and a
+// payload not followed by CRLF is an error.
+func TestBulkAlloc(t *testing.T) {
+	big := bytes.Repeat([]byte("0123456789abcdef"), 5000) // 80000 bytes
+	var stream bytes.Buffer
+	fmt.Fprintf(&stream, "$%d\r\n%s\r\n$3\r\nabc\r\n*2\r\n$%d\r\n%s\r\n$-1\r\n", len(big), big, len(big), big)
+	var given [][]byte
+	alloc := func(n int) []byte {
+		b := make([]byte, n+100)
+		given = append(given, b)
+		return b
+	}
+	r := bufio.NewReaderSize(&stream, 64<<10)
+	rep, err := readReply(r, alloc)
+	if err != nil || !bytes.Equal(rep.Str, big) || len(given) != 1 || &given[0][0] != &rep.Str[0] {
+		t.Fatalf("large reply: err %v, equal %v, allocations %d", err, bytes.Equal(rep.Str, big), len(given))
+	}
+	if rep, err = readReply(r, alloc); err != nil || string(rep.Str) != "abc" || len(given) != 1 {
+		t.Fatalf("small reply = %q, %v, allocations %d", rep.Str, err, len(given))
+	}
+	if rep, err = readReply(r, alloc); err != nil || len(rep.Array) != 2 || !bytes.Equal(rep.Array[0].Str, big) ||
+		!rep.Array[1].Nil || len(given) != 2 {
+		t.Fatalf("array reply: %v, allocations %d", err, len(given))
+	}
+
+	bad := bufio.NewReader(strings.NewReader("$3\r\nabcXY"))
+	if _, err := readReply(bad, nil); err == nil || !strings.Contains(err.Error(), "CRLF") {
+		t.Fatalf("missing CRLF: %v", err)
+	}
+	short := bufio.NewReader(strings.NewReader(fmt.Sprintf("$%d\r\n%s\r\n", len(big), big)))
+	if _, err := readReply(short, func(int) []byte { return make([]byte, 10) }); err == nil {
+		t.Fatal("an allocator returning a short buffer was accepted")
 	}
 }
