@@ -8,8 +8,8 @@ tmp=$(mktemp)
 {
   echo "# Benchmarks"
   echo
-  echo "Written by \`make bench\` (scripts/bench.sh). Numbers are from one run on the machine below; nothing"
-  echo "in the test suite asserts them."
+  echo "Written by \`make bench\` (scripts/bench.sh) on the machine below; each section says how it measured"
+  echo "(the zdbfs section: medians of interleaved rounds). Nothing in the test suite asserts these numbers."
   echo
   echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "- Machine: $(uname -sr), $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM"
