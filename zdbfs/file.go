@@ -21,6 +21,10 @@ type block struct {
 	gen      uint64        // bumped on every change
 	elem     *list.Element // position in the clean LRU (guarded by FS.cacheMu)
 	flushing bool
+	// sending is non-nil while the block's new bytes go to zdb straight
+	// from a FUSE request (write_direct.go): the block holds no data then,
+	// and whoever needs its contents waits until the channel is closed.
+	sending chan struct{}
 }
 
 type lruRef struct {
@@ -149,9 +153,16 @@ func (fs *FS) readBlocks(n *node, first, last uint32, ahead uint32) syscall.Errn
 	for {
 		var want []uint32
 		var wait *fetch
+		var sending chan struct{}
 		end := last + ahead
 		for idx := first; idx <= end; idx++ {
-			if n.cache[idx] != nil {
+			if b := n.cache[idx]; b != nil {
+				if b.sending != nil {
+					if idx <= last && sending == nil {
+						sending = b.sending
+					}
+					continue
+				}
 				if idx <= last {
 					fs.add(&fs.stats.cacheHit, 1)
 				}
@@ -180,11 +191,18 @@ func (fs *FS) readBlocks(n *node, first, last uint32, ahead uint32) syscall.Errn
 			}
 			want = append(want, idx)
 		}
-		if len(want) == 0 && wait == nil {
+		if len(want) == 0 && wait == nil && sending == nil {
 			return 0
 		}
 		if len(want) > 0 {
 			fs.fetchBlocks(n, want, last)
+			continue
+		}
+		if sending != nil {
+			// a direct write of the block is on its way to zdb
+			n.mu.Unlock()
+			<-sending
+			n.mu.Lock()
 			continue
 		}
 		n.mu.Unlock()
@@ -294,12 +312,12 @@ func (fs *FS) readAt(n *node, buf []byte, off uint64) (int, syscall.Errno) {
 		chunk := min(blockSize-in, end-p)
 		dst := buf[p-off : p-off+chunk]
 		b := n.cache[idx]
-		if b == nil {
-			// evicted or truncated while we waited: retry once
+		if b == nil || b.sending != nil {
+			// evicted, truncated or rewritten while we waited: retry once
 			if e := fs.readBlocks(n, idx, idx, 0); e != 0 {
 				return 0, e
 			}
-			if b = n.cache[idx]; b == nil {
+			if b = n.cache[idx]; b == nil || b.sending != nil {
 				return 0, syscall.EIO
 			}
 		}
@@ -328,6 +346,14 @@ func (fs *FS) writeAt(n *node, data []byte, off uint64) ([]uint32, syscall.Errno
 		in := p % blockSize
 		chunk := min(blockSize-in, end-p)
 		b := n.cache[idx]
+		if b != nil && b.sending != nil {
+			// a direct write of this block is in flight: wait for it,
+			// then look again
+			n.mu.Unlock()
+			<-b.sending
+			n.mu.Lock()
+			continue
+		}
 		if b == nil {
 			covers := in == 0 && chunk == blockSize
 			if !covers && n.blockID(idx) != 0 {
@@ -380,10 +406,26 @@ func (fs *FS) writeAt(n *node, data []byte, off uint64) ([]uint32, syscall.Errno
 		}
 		p += chunk
 	}
-	if int(uint32((end-1)/blockSize)) >= len(n.blocks) && end > 0 {
-		nb := make([]uint32, (end-1)/blockSize+1)
-		copy(nb, n.blocks)
-		n.blocks = nb
+	fs.grow(n, end)
+	return full, 0
+}
+
+// grow records that the file was written up to end: the block list covers
+// it, the size includes it and, without the writeback cache, the times are
+// stamped; n.mu held.
+func (fs *FS) grow(n *node, end uint64) {
+	if want := int((end + blockSize - 1) / blockSize); want > len(n.blocks) {
+		if want <= cap(n.blocks) {
+			old := len(n.blocks)
+			n.blocks = n.blocks[:want]
+			clear(n.blocks[old:])
+		} else {
+			// amortized growth: a file written sequentially does not copy
+			// its whole block list on every write
+			nb := make([]uint32, want, want+want/4)
+			copy(nb, n.blocks)
+			n.blocks = nb
+		}
 	}
 	if end > n.attr.Size {
 		n.attr.Size = end
@@ -395,7 +437,6 @@ func (fs *FS) writeAt(n *node, data []byte, off uint64) ([]uint32, syscall.Errno
 		t := now()
 		n.attr.Mtime, n.attr.Ctime = t, t
 	}
-	return full, 0
 }
 
 // truncate sets the file size; n.mu held.

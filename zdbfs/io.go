@@ -65,7 +65,8 @@ func (fs *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.Re
 	return fuse.ReadResultData(buf[:k]), fuse.OK
 }
 
-// Write writes file data into the block cache.
+// Write writes file data: whole aligned blocks straight to zdb
+// (write_direct.go), the rest into the block cache.
 func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
 	fs.count(&fs.stats.write)
 	n, e := fs.node(in.NodeId)
@@ -80,11 +81,15 @@ func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint
 	if n.cache == nil {
 		n.cache = map[uint32]*block{}
 	}
-	full, e := fs.writeAt(n, data, in.Offset)
-	if e == 0 {
+	sends, full, e := fs.writeBlocks(n, data, in.Offset)
+	if e == 0 || len(sends) > 0 {
 		fs.markMeta(n)
 	}
 	n.mu.Unlock()
+	if len(sends) > 0 {
+		// whole blocks go to zdb from data before it is answered
+		fs.sendDirect(n, sends)
+	}
 	if e != 0 {
 		return 0, st(e)
 	}

@@ -1,0 +1,183 @@
+package zdbfs
+
+import (
+	"fmt"
+	"syscall"
+
+	"github.com/qsfs/qsfs/zdb/client"
+)
+
+// Direct writes: a WRITE request that covers whole, aligned 128 KiB blocks
+// (the kernel's writeback sends 1 MiB page-aligned requests) sends those
+// blocks to zdb straight from the FUSE request buffer, pipelined on one
+// connection, instead of copying them into the block cache for write-behind.
+// The request is answered once zdb has stored them, so the buffer (which
+// go-fuse reuses after Write returns) is never referenced later.
+//
+// While a block is on its way, n.cache holds a placeholder for it (a block
+// with no data and a non-nil sending channel) and n.flushing counts it, so
+//   - readers, writers and truncate wait for it (readBlocks, writeAt),
+//   - a truncate or unlink drops the placeholder: the id zdb hands back is
+//     then queued for deletion, as runJobs does for dropped blocks,
+//   - a write-back cycle waits for it before it deletes anything (the node
+//     is in dirtyData), so an in-place SET never lands after the DEL of a
+//     truncated id,
+//   - the inode names a new id only once zdb has stored the block (the id
+//     is set under n.mu after the reply; markMeta queues the inode).
+// A block zdb failed to store is copied into the cache as a dirty block
+// instead: write-back retries it and fsync reports the error, as for
+// write-behind.
+
+// directSend is one block sent straight from a FUSE request.
+type directSend struct {
+	idx   uint32
+	ph    *block // placeholder in n.cache
+	data  []byte // the block's bytes in the request buffer
+	id    uint32 // the block's data id when it was started, 0 = new
+	newID uint64
+	err   error
+}
+
+// directOK reports whether block idx may be sent directly: nothing cached,
+// or a clean copy no one is sending. n.mu held.
+func directOK(n *node, idx uint32) bool {
+	b := n.cache[idx]
+	return b == nil || (!b.dirty && !b.flushing && b.sending == nil)
+}
+
+// writeBlocks stores data at off: whole aligned blocks that may go directly get placeholders and
+// are returned for sendDirect, the rest is copied into the cache (writeAt),
+// whose full blocks are returned for write-behind. n.mu held; it may be
+// released while writeAt waits.
+func (fs *FS) writeBlocks(n *node, data []byte, off uint64) (sends []*directSend, full []uint32, e syscall.Errno) {
+	end := off + uint64(len(data))
+	if end/blockSize >= maxBlocks {
+		return nil, nil, syscall.EFBIG
+	}
+	// the whole blocks of the request: [firstFull, endFull)
+	firstFull := (off + blockSize - 1) / blockSize
+	endFull := end / blockSize
+	if firstFull >= endFull {
+		full, e = fs.writeAt(n, data, off)
+		return nil, full, e
+	}
+	// the partial head block
+	if head := firstFull * blockSize; head > off {
+		if full, e = fs.writeAt(n, data[:head-off], off); e != 0 {
+			return nil, full, e
+		}
+	}
+	for idx := firstFull; idx < endFull; idx++ {
+		p := idx * blockSize
+		chunk := data[p-off : p-off+blockSize]
+		if !directOK(n, uint32(idx)) {
+			f, e := fs.writeAt(n, chunk, p)
+			full = append(full, f...)
+			if e != 0 {
+				return sends, full, e
+			}
+			continue
+		}
+		if old := n.cache[uint32(idx)]; old != nil {
+			// a clean cached copy is stale now
+			fs.untrack(old)
+			fs.account(-int64(cap(old.data)))
+			putBuf(old.data)
+			old.data = nil
+		}
+		ph := &block{sending: make(chan struct{})}
+		n.cache[uint32(idx)] = ph
+		n.flushing++
+		sends = append(sends, &directSend{idx: uint32(idx), ph: ph, data: chunk, id: n.blockID(uint32(idx))})
+	}
+	// the partial tail block
+	if tail := endFull * blockSize; tail < end {
+		f, e := fs.writeAt(n, data[tail-off:], tail)
+		full = append(full, f...)
+		if e != 0 {
+			return sends, full, e
+		}
+	}
+	if len(sends) > 0 {
+		fs.grow(n, endFull*blockSize)
+		fs.dirtyMu.Lock()
+		fs.dirtyData[n] = struct{}{}
+		fs.dirtyMu.Unlock()
+	}
+	return sends, full, 0
+}
+
+// sendDirect stores the blocks of sends in zdb in one pipeline and applies
+// the results; n.mu not held. Blocks zdb failed to store become dirty
+// cache blocks, so sendDirect itself never fails.
+func (fs *FS) sendDirect(n *node, sends []*directSend) {
+	err := fs.b.data.pipeline(len(sends), func(i int) []any {
+		s := sends[i]
+		if s.id == 0 {
+			return []any{"SET", "", s.data}
+		}
+		return []any{"SET", client.SeqKey(uint64(s.id)), s.data}
+	}, func(i int, r client.Reply) error {
+		s := sends[i]
+		if err := r.Err(); err != nil {
+			s.err = fmt.Errorf("write block %d of inode %d: %w", s.idx, n.ino, err)
+			return nil
+		}
+		if s.id == 0 {
+			id, err := client.SeqID(r.Str)
+			if err == nil && id > 0xffffffff {
+				err = fmt.Errorf("data id %d does not fit the 32-bit block list", id)
+			}
+			s.err, s.newID = err, id
+		}
+		return nil
+	})
+	if err != nil {
+		for _, s := range sends {
+			if s.err == nil && (s.id != 0 || s.newID == 0) {
+				s.err = err
+			}
+		}
+	}
+	fs.add(&fs.stats.linearFlush, uint64(len(sends)))
+	n.mu.Lock()
+	var failed error
+	for _, s := range sends {
+		n.flushing--
+		cur := n.cache[s.idx] == s.ph
+		if cur {
+			delete(n.cache, s.idx)
+		}
+		if s.newID != 0 {
+			// the id belongs to the file only if this block is still the
+			// file's block (not dropped by a truncate or an unlink)
+			if cur && !n.reaped && int(s.idx) < len(n.blocks) && n.blocks[s.idx] == 0 {
+				n.blocks[s.idx] = uint32(s.newID)
+				fs.markMeta(n)
+			} else {
+				fs.dirtyMu.Lock()
+				fs.delData = append(fs.delData, s.newID)
+				fs.dirtyMu.Unlock()
+			}
+		}
+		if s.err != nil && cur && !n.reaped {
+			// keep the bytes as a dirty block: write-back retries it and
+			// reports the error to fsync
+			b := &block{data: append(getBuf(), s.data...)}
+			n.cache[s.idx] = b
+			fs.account(int64(cap(b.data)))
+			fs.markDirty(n, b)
+			if failed == nil {
+				failed = s.err
+			}
+		}
+		close(s.ph.sending)
+	}
+	if n.flushing == 0 && n.flushDone != nil {
+		n.flushDone.Broadcast()
+	}
+	n.mu.Unlock()
+	if failed != nil {
+		fs.log.WithField("ino", n.ino).Warnf("direct write: %v (kept in the cache for write-back)", failed)
+	}
+}
