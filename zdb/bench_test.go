@@ -112,13 +112,13 @@ func BenchmarkRequestParser(b *testing.B) {
 	one := req("SET", "some-key", string(bytes.Repeat([]byte("v"), 4096)))
 	in := bytes.Repeat(one, 64)
 	br := bytes.NewReader(in)
-	rr := newRequestReader(bufio.NewReaderSize(br, readBufSize))
+	rr := newRequestReader(newConnReader(br, nil, nil, readBufSize))
 	b.SetBytes(int64(len(one)))
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		if _, err := rr.read(); err != nil {
 			br.Reset(in)
-			rr.r.Reset(br)
+			rr.r = newConnReader(br, nil, nil, readBufSize)
 			if _, err := rr.read(); err != nil {
 				b.Fatal(err)
 			}

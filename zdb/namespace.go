@@ -82,6 +82,8 @@ type Namespace struct {
 	lastJump      time.Time
 	lastSync      time.Time
 	wbuf          []byte
+	bhdr, bidx    []byte   // setBatch scratch: data entry headers, index records
+	biov          [][]byte // setBatch scratch: pwritev vector
 
 	stats nsStats
 }

@@ -36,22 +36,26 @@ var (
 	errPayloadTooBig  = &protoError{reply: "Payload too big"}
 )
 
-// requestReader parses RESP2 multi-bulk requests. The returned arguments
-// alias an internal buffer valid until the next call.
+// requestReader parses RESP2 multi-bulk requests. read returns one
+// request; readNext appends the next one to those already held, so a
+// pipelined batch can be kept together (arguments are stored as offsets
+// into one buffer and rebuilt with request once reading is done). Returned
+// arguments alias the internal buffer until the next read or readNext.
 type requestReader struct {
-	r    *bufio.Reader
+	r    *connReader
 	buf  []byte
-	offs []int
+	offs []int // start and end of every held argument in buf
+	reqs []int // index in offs of each held request's first argument
 	args [][]byte
 }
 
-func newRequestReader(r *bufio.Reader) *requestReader {
+func newRequestReader(r *connReader) *requestReader {
 	return &requestReader{r: r, buf: make([]byte, 0, 4096)}
 }
 
 // readLine returns one CRLF-terminated line without its terminator.
 func (rr *requestReader) readLine() ([]byte, error) {
-	line, err := rr.r.ReadSlice('\n')
+	line, err := rr.r.readSlice('\n')
 	if err == bufio.ErrBufferFull {
 		return nil, errMalformed
 	}
@@ -94,8 +98,52 @@ func parseLen(b []byte) (int, bool) {
 }
 
 // read returns the next request's arguments, a *protoError for a request
-// to answer with an error, or an io error.
+// to answer with an error, or an io error. It drops the held requests.
 func (rr *requestReader) read() ([][]byte, error) {
+	if cap(rr.buf) > keepBuf {
+		rr.buf = make([]byte, 0, 4096)
+	} else {
+		rr.buf = rr.buf[:0]
+	}
+	rr.offs = rr.offs[:0]
+	rr.reqs = rr.reqs[:0]
+	return rr.readNext()
+}
+
+// readNext reads one more request and holds it with the previous ones;
+// errors are those of read, and a request that fails is not held.
+func (rr *requestReader) readNext() ([][]byte, error) {
+	bufStart, offStart := len(rr.buf), len(rr.offs)
+	args, err := rr.readOne()
+	if err != nil {
+		rr.buf, rr.offs = rr.buf[:bufStart], rr.offs[:offStart]
+		return nil, err
+	}
+	rr.reqs = append(rr.reqs, offStart)
+	return args, nil
+}
+
+// held returns the number of requests held.
+func (rr *requestReader) held() int { return len(rr.reqs) }
+
+// heldBytes returns the size of the held arguments.
+func (rr *requestReader) heldBytes() int { return len(rr.buf) }
+
+// request returns the arguments of held request i (valid until the next
+// read, readNext or request call).
+func (rr *requestReader) request(i int) [][]byte {
+	end := len(rr.offs)
+	if i+1 < len(rr.reqs) {
+		end = rr.reqs[i+1]
+	}
+	rr.args = rr.args[:0]
+	for j := rr.reqs[i]; j < end; j += 2 {
+		rr.args = append(rr.args, rr.buf[rr.offs[j]:rr.offs[j+1]:rr.offs[j+1]])
+	}
+	return rr.args
+}
+
+func (rr *requestReader) readOne() ([][]byte, error) {
 	line, err := rr.readLine()
 	if err != nil {
 		return nil, err
@@ -113,12 +161,7 @@ func (rr *requestReader) read() ([][]byte, error) {
 	if argc > maxArgs {
 		perr = errTooManyArgs
 	}
-	if cap(rr.buf) > keepBuf {
-		rr.buf = make([]byte, 0, 4096)
-	} else {
-		rr.buf = rr.buf[:0]
-	}
-	rr.offs = rr.offs[:0]
+	offStart := len(rr.offs)
 	total := 0
 	for i := 0; i < argc; i++ {
 		line, err := rr.readLine()
@@ -137,7 +180,7 @@ func (rr *requestReader) read() ([][]byte, error) {
 			perr = errPayloadTooBig
 		}
 		if perr != nil {
-			if _, err := rr.r.Discard(n); err != nil {
+			if err := rr.r.discard(n); err != nil {
 				return nil, eofToUnexpected(err)
 			}
 			if err := rr.expectCRLF(); err != nil {
@@ -147,7 +190,8 @@ func (rr *requestReader) read() ([][]byte, error) {
 		}
 		start := len(rr.buf)
 		rr.buf = grow(rr.buf, n+2)
-		if _, err := io.ReadFull(rr.r, rr.buf[start:start+n+2]); err != nil {
+		// the payload and its CRLF land in place, not through the read buffer
+		if err := rr.r.readFull(rr.buf[start : start+n+2]); err != nil {
 			return nil, eofToUnexpected(err)
 		}
 		if rr.buf[start+n] != '\r' || rr.buf[start+n+1] != '\n' {
@@ -160,22 +204,21 @@ func (rr *requestReader) read() ([][]byte, error) {
 		return nil, perr
 	}
 	rr.args = rr.args[:0]
-	for i := 0; i < len(rr.offs); i += 2 {
+	for i := offStart; i < len(rr.offs); i += 2 {
 		rr.args = append(rr.args, rr.buf[rr.offs[i]:rr.offs[i+1]:rr.offs[i+1]])
 	}
 	return rr.args, nil
 }
 
 func (rr *requestReader) expectCRLF() error {
-	b, err := rr.r.Peek(2)
+	b, err := rr.r.peek(2)
 	if err != nil {
 		return eofToUnexpected(err)
 	}
 	if b[0] != '\r' || b[1] != '\n' {
 		return errMalformed
 	}
-	rr.r.Discard(2)
-	return nil
+	return rr.r.discard(2)
 }
 
 func eofToUnexpected(err error) error {

@@ -1,16 +1,56 @@
 package zdb
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"io"
+	"net"
+	"os"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 )
 
 func parseAll(input []byte) (reqs [][]string, perrs []string, err error) {
-	rr := newRequestReader(bufio.NewReaderSize(bytes.NewReader(input), readBufSize))
+	return parseFrom(newConnReader(bytes.NewReader(input), nil, nil, readBufSize))
+}
+
+// socketReader returns a connReader on one end of a unix socket pair (so
+// payloads are read with readv) and writes input to the other end in
+// chunks of chunk bytes, then closes it.
+func socketReader(t testing.TB, input []byte, chunk int) *connReader {
+	t.Helper()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := make([]net.Conn, 2)
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		conns[i], err = net.FileConn(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { conns[0].Close() })
+	go func() {
+		defer conns[1].Close()
+		for len(input) > 0 {
+			n := min(chunk, len(input))
+			if _, err := conns[1].Write(input[:n]); err != nil {
+				return
+			}
+			input = input[n:]
+		}
+	}()
+	var rx atomic.Int64
+	return newConnReader(conns[0], rawConn(conns[0]), &rx, readBufSize)
+}
+
+func parseFrom(cr *connReader) (reqs [][]string, perrs []string, err error) {
+	rr := newRequestReader(cr)
 	for i := 0; i < 1<<16; i++ {
 		args, err := rr.read()
 		var pe *protoError
@@ -57,16 +97,69 @@ func TestRequestReader(t *testing.T) {
 		{"payload too big", "*2\r\n$3\r\nSET\r\n$8388609\r\n" + strings.Repeat("x", 8388609) + "\r\n*1\r\n$4\r\nPING\r\n", "[[PING]]", "[Payload too big]", io.EOF},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			reqs, perrs, err := parseAll([]byte(tt.in))
-			if got := sprint(reqs); got != tt.reqs {
-				t.Errorf("requests = %q, want %q", got, tt.reqs)
+		for _, via := range []string{"reader", "socket"} {
+			t.Run(tt.name+"/"+via, func(t *testing.T) {
+				cr := newConnReader(strings.NewReader(tt.in), nil, nil, readBufSize)
+				if via == "socket" {
+					cr = socketReader(t, []byte(tt.in), 7001)
+				}
+				reqs, perrs, err := parseFrom(cr)
+				if got := sprint(reqs); got != tt.reqs {
+					t.Errorf("requests = %q, want %q", got, tt.reqs)
+				}
+				if got := sprint(perrs); got != tt.perrs {
+					t.Errorf("protocol errors = %s, want %s", got, tt.perrs)
+				}
+				if !errors.Is(err, tt.err) && !(err == nil && tt.err == nil) {
+					t.Errorf("err = %v, want %v", err, tt.err)
+				}
+			})
+		}
+	}
+}
+
+// Held requests keep their arguments while later ones grow the buffer,
+// and a request that fails to parse is not held.
+func TestRequestReaderHoldsBatch(t *testing.T) {
+	var in bytes.Buffer
+	var want [][]string
+	for i := 0; i < 20; i++ {
+		v := strings.Repeat(string(rune('a'+i)), 1+i*9000)
+		in.Write(req("SET", "", v))
+		want = append(want, []string{"SET", "", v})
+	}
+	in.WriteString("*1\r\n$-2\r\n")
+	in.Write(req("PING"))
+	for _, via := range []string{"reader", "socket"} {
+		t.Run(via, func(t *testing.T) {
+			cr := newConnReader(bytes.NewReader(in.Bytes()), nil, nil, readBufSize)
+			if via == "socket" {
+				cr = socketReader(t, in.Bytes(), 3000)
 			}
-			if got := sprint(perrs); got != tt.perrs {
-				t.Errorf("protocol errors = %s, want %s", got, tt.perrs)
+			rr := newRequestReader(cr)
+			if _, err := rr.read(); err != nil {
+				t.Fatal(err)
 			}
-			if !errors.Is(err, tt.err) && !(err == nil && tt.err == nil) {
-				t.Errorf("err = %v, want %v", err, tt.err)
+			for i := 1; i < len(want); i++ {
+				if _, err := rr.readNext(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var pe *protoError
+			if _, err := rr.readNext(); !errors.As(err, &pe) || pe.reply != "Malformed query string" {
+				t.Fatalf("readNext of a bad request = %v", err)
+			}
+			if rr.held() != len(want) {
+				t.Fatalf("held %d requests, want %d", rr.held(), len(want))
+			}
+			for i, w := range want {
+				var got []string
+				for _, a := range rr.request(i) {
+					got = append(got, string(a))
+				}
+				if sprint([][]string{got}) != sprint([][]string{w}) {
+					t.Fatalf("request %d = %.40q..., want %.40q...", i, got, w)
+				}
 			}
 		})
 	}

@@ -101,9 +101,10 @@ func (s *Server) serve() {
 type session struct {
 	srv       *Server
 	nc        net.Conn
-	r         *bufio.Reader
+	r         *connReader
 	w         *bufio.Writer
 	rr        *requestReader
+	batch     []setRequest
 	rw        replyWriter
 	ns        *Namespace
 	writable  bool
@@ -137,7 +138,7 @@ func (s *Server) handle(nc net.Conn) {
 	c := &session{
 		srv:      s,
 		nc:       nc,
-		r:        bufio.NewReaderSize(cc, readBufSize),
+		r:        newConnReader(cc, rawConn(nc), &st.netRx, readBufSize),
 		w:        bufio.NewWriterSize(cc, 64<<10),
 		ns:       s.store.Get(defaultNamespace),
 		writable: !s.opts.Protect,
@@ -160,37 +161,50 @@ func (s *Server) handle(nc net.Conn) {
 		}
 	}()
 	for {
-		if c.r.Buffered() == 0 {
+		if c.r.buffered() == 0 {
 			if err := c.w.Flush(); err != nil {
 				return
 			}
 		}
 		args, err := c.rr.read()
 		if err != nil {
-			var pe *protoError
-			if errors.As(err, &pe) {
-				c.rw.err(pe.reply)
-				if pe.fatal {
-					c.w.Flush()
-					return
-				}
-				continue
+			if c.readFailed(err) {
+				return
 			}
-			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, net.ErrClosed) {
-				s.log.Debugf("client read: %v", err)
-			}
-			c.w.Flush()
-			return
+			continue
 		}
 		if len(args) == 0 {
 			continue
 		}
-		c.dispatch(args)
+		if c.batchable(args) && c.r.buffered() > 0 {
+			c.runBatch()
+		} else {
+			c.dispatch(args)
+		}
 		if c.closeConn {
 			c.w.Flush()
 			return
 		}
 	}
+}
+
+// readFailed answers a request the reader refused and reports whether the
+// connection must be closed (a fatal protocol error or a read error).
+func (c *session) readFailed(err error) bool {
+	var pe *protoError
+	if errors.As(err, &pe) {
+		c.rw.err(pe.reply)
+		if pe.fatal {
+			c.w.Flush()
+			return true
+		}
+		return false
+	}
+	if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, net.ErrClosed) {
+		c.srv.log.Debugf("client read: %v", err)
+	}
+	c.w.Flush()
+	return true
 }
 
 // crash handles a panic in a connection as official handles SIGSEGV: the
