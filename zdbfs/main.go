@@ -152,7 +152,7 @@ func run(o *Options, log *logrus.Entry) (err error) {
 		mo.Options = append(mo.Options, "auto_unmount")
 	}
 	mo.Options = append(mo.Options, o.FuseOptions...)
-	srv, err := fuse.NewServer(fs, o.Mountpoint, mo)
+	srv, procs, err := newServer(fs, o, mo)
 	if err != nil {
 		return fmt.Errorf("mount %q: %w", o.Mountpoint, err)
 	}
@@ -169,7 +169,7 @@ func run(o *Options, log *logrus.Entry) (err error) {
 			defer w.Close() // kept open until zdbfs is done
 		}
 	}
-	log.WithField("size", size).Info("mounted")
+	log.WithFields(logrus.Fields{"size": size, "procs": procs}).Info("mounted")
 	notifyReady(nil)
 
 	sig := make(chan os.Signal, 1)

@@ -15,6 +15,7 @@ const (
 	defaultSize      = 10 << 30
 	defaultCacheSize = 512 // blocks of 128 KiB (64 MiB), for the whole process
 	defaultTempPass  = "hello"
+	maxProcs         = 1024
 
 	nsMeta = "zdbfs-meta"
 	nsData = "zdbfs-data"
@@ -47,6 +48,7 @@ type Options struct {
 
 	Size      uint64 // bytes reported by statfs; 0 = keep the header's (or the default)
 	CacheSize int    // block cache budget in 128 KiB blocks
+	Procs     int    // GOMAXPROCS once mounted; 0 = the CPUs plus readerSlack
 	NoCache   bool
 	AutoNS    bool
 	Backgrnd  bool
@@ -238,6 +240,15 @@ func (o *Options) apply(k, v string, hasValue bool) error {
 			return fmt.Errorf("option \"cachesize\": invalid block count %q", v)
 		}
 		o.CacheSize = n
+	case "procs":
+		if err := needValue(); err != nil {
+			return err
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxProcs {
+			return fmt.Errorf("option \"procs\": invalid count %q (1 to %d)", v, maxProcs)
+		}
+		o.Procs = n
 	case "logfile":
 		return str(func(s string) { o.Logfile = s })
 	default:

@@ -38,6 +38,11 @@ func TestParseOptions(t *testing.T) {
 		{"names ignored like official", []string{"-o", "mn=x,dn=y,tn=z", "/m"}, func(o *Options) bool {
 			return o.Meta.Namespace == nsMeta && o.Data.Namespace == nsData && o.Temp.Namespace == nsTemp && len(o.Warnings) == 3
 		}, false},
+		{"procs", []string{"-o", "procs=6", "/m"}, func(o *Options) bool { return o.Procs == 6 }, false},
+		{"procs default", []string{"/m"}, func(o *Options) bool { return o.Procs == 0 }, false},
+		{"bad procs", []string{"-o", "procs=0", "/m"}, nil, true},
+		{"procs too large", []string{"-o", "procs=5000", "/m"}, nil, true},
+		{"procs not a number", []string{"-o", "procs=auto", "/m"}, nil, true},
 		{"unknown option", []string{"-o", "bogus", "/m"}, nil, true},
 		{"unknown key", []string{"-o", "bogus=1", "/m"}, nil, true},
 		{"bad port", []string{"-o", "port=99999", "/m"}, nil, true},
