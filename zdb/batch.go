@@ -53,6 +53,9 @@ func (c *session) batchable(args [][]byte) bool {
 func (c *session) runBatch() {
 	var readErr error
 	other := false
+	// each payload's checksum is computed as soon as it is read, while it
+	// is still in the CPU cache
+	c.crcs = append(c.crcs[:0], crc32c(c.rr.request(0)[2]))
 	for c.rr.held() < maxBatch && c.rr.heldBytes() < maxBatchBytes && c.r.buffered() > 0 {
 		args, err := c.rr.readNext()
 		if err != nil {
@@ -63,6 +66,7 @@ func (c *session) runBatch() {
 			other = true
 			break
 		}
+		c.crcs = append(c.crcs, crc32c(args[2]))
 	}
 	sets := c.rr.held()
 	if other {
@@ -111,7 +115,7 @@ func (c *session) setBatch(i, n int) (int, bool) {
 	for j := i; j < n; j++ {
 		args := c.rr.request(j)
 		c.batch = append(c.batch, setRequest{
-			key: args[1], value: args[2], crc: crc32c(args[2]),
+			key: args[1], value: args[2], crc: c.crcs[j],
 			name: lookupCommand(args[0]).name,
 		})
 	}

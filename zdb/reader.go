@@ -14,6 +14,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// bulkTail bounds what is read into the buffer along with or right after
+// a large payload: enough for the next request's header lines.
+const bulkTail = 4 << 10
+
 // connReader is the buffered reader of one connection. Unlike bufio.Reader
 // it never copies a payload through its buffer once the buffer is empty:
 // the rest of the payload comes with one readv(2) into the destination and
@@ -27,6 +31,10 @@ type connReader struct {
 	r   int // read position in buf
 	w   int // write position in buf
 	err error
+	// bulk is set after a payload was read past the buffer: the next read
+	// into the buffer takes at most bulkTail bytes, since what follows is
+	// likely the next large payload, better read in place than copied
+	bulk bool
 
 	// readv arguments and results, fields so that the callback passed to
 	// raw.Read is allocated once
@@ -69,8 +77,13 @@ func (cr *connReader) fill() {
 		cr.w -= cr.r
 		cr.r = 0
 	}
+	end := len(cr.buf)
+	if cr.bulk {
+		end = min(end, cr.w+bulkTail)
+		cr.bulk = false
+	}
 	for i := 0; i < 100; i++ {
-		n, err := cr.src.Read(cr.buf[cr.w:])
+		n, err := cr.src.Read(cr.buf[cr.w:end])
 		cr.w += n
 		if err != nil {
 			cr.err = err
@@ -171,7 +184,8 @@ func (cr *connReader) readFull(dst []byte) error {
 			}
 			continue
 		}
-		cr.iov[0], cr.iov[1] = dst, cr.buf
+		cr.bulk = true
+		cr.iov[0], cr.iov[1] = dst, cr.buf[:bulkTail]
 		if err := cr.raw.Read(cr.readvF); err != nil {
 			cr.err = err
 			continue

@@ -105,6 +105,7 @@ type session struct {
 	w         *bufio.Writer
 	rr        *requestReader
 	batch     []setRequest
+	crcs      []uint32 // CRC-32C of the held SETs' values
 	rw        replyWriter
 	ns        *Namespace
 	writable  bool
