@@ -85,6 +85,9 @@ func (fs *FS) writeBlocks(n *node, data []byte, off uint64) (sends []*directSend
 			putBuf(old.data)
 			old.data = nil
 		}
+		// a read of the block in flight would bring back the old bytes
+		// (an in-place SET keeps the id fetched() checks): forget it
+		delete(n.inflight, uint32(idx))
 		ph := &block{sending: make(chan struct{})}
 		n.cache[uint32(idx)] = ph
 		n.flushing++
