@@ -254,7 +254,9 @@ func (ns *Namespace) setBatch(reqs []setRequest, ts uint32) (int, error) {
 			ns.seq = append(ns.seq, e)
 		} else {
 			e.keyLen = uint8(len(r.key))
-			ns.keys[string(r.key)] = &e
+			ep := new(entry)
+			*ep = e
+			ns.keys[string(r.key)] = ep
 		}
 		ns.entries++
 		ns.dataSize += int64(len(r.value))

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -14,8 +16,9 @@ import (
 )
 
 // inProcess starts a Server on a temp directory and returns a connected
-// client end; the server side runs in a goroutine (no process, no socket).
-func inProcess(b *testing.B, extra ...string) net.Conn {
+// client end; the server side runs in a goroutine (no process), over
+// net.Pipe or, with unixSocket, a unix socket pair.
+func inProcess(b *testing.B, unixSocket bool, extra ...string) net.Conn {
 	b.Helper()
 	dir := b.TempDir()
 	opts, err := ParseOptions(append([]string{"--data", dir + "/data", "--index", dir + "/index"}, extra...))
@@ -33,9 +36,31 @@ func inProcess(b *testing.B, extra ...string) net.Conn {
 	b.Cleanup(store.Close)
 	srv := &Server{opts: opts, store: store, hooks: hooks, log: log, bootTime: time.Now(), clients: map[*session]struct{}{}}
 	cl, sv := net.Pipe()
+	if unixSocket {
+		cl, sv = socketPair(b)
+	}
 	go srv.handle(sv)
 	b.Cleanup(func() { cl.Close() })
 	return cl
+}
+
+// socketPair returns the two ends of a unix stream socket pair.
+func socketPair(t testing.TB) (net.Conn, net.Conn) {
+	t.Helper()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns [2]net.Conn
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		conns[i], err = net.FileConn(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return conns[0], conns[1]
 }
 
 func req(args ...string) []byte {
@@ -82,7 +107,7 @@ func benchPipelined(b *testing.B, c net.Conn, next func(dst []byte, i int) []byt
 }
 
 func BenchmarkSetUser4K(b *testing.B) {
-	c := inProcess(b)
+	c := inProcess(b, false)
 	v := string(bytes.Repeat([]byte("v"), 4096))
 	benchPipelined(b, c, func(dst []byte, i int) []byte {
 		k := strconv.AppendInt([]byte("key-"), int64(i), 10)
@@ -94,14 +119,23 @@ func BenchmarkSetUser4K(b *testing.B) {
 }
 
 func BenchmarkSetSeq4K(b *testing.B) {
-	c := inProcess(b, "--mode", "seq")
+	c := inProcess(b, false, "--mode", "seq")
 	v := string(bytes.Repeat([]byte("v"), 4096))
 	r := req("SET", "", v)
 	benchPipelined(b, c, func(dst []byte, _ int) []byte { return append(dst, r...) })
 }
 
+// BenchmarkSetSeq128KUnix is zdbfs's write path: 128 KiB values appended
+// in a sequential namespace, 16 per batch, over a unix socket.
+func BenchmarkSetSeq128KUnix(b *testing.B) {
+	c := inProcess(b, true, "--mode", "seq")
+	r := req("SET", "", string(bytes.Repeat([]byte("v"), 128<<10)))
+	b.SetBytes(128 << 10)
+	benchPipelined(b, c, func(dst []byte, _ int) []byte { return append(dst, r...) })
+}
+
 func BenchmarkGet4K(b *testing.B) {
-	c := inProcess(b)
+	c := inProcess(b, false)
 	c.Write(req("SET", "k", string(bytes.Repeat([]byte("v"), 4096))))
 	bufio.NewReader(c).ReadString('\n')
 	r := req("GET", "k")
@@ -118,7 +152,7 @@ func BenchmarkRequestParser(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		if _, err := rr.read(); err != nil {
 			br.Reset(in)
-			rr.r = newConnReader(br, nil, nil, readBufSize)
+			rr.r.reset(br, nil)
 			if _, err := rr.read(); err != nil {
 				b.Fatal(err)
 			}

@@ -27,7 +27,7 @@ func cmdSet(c *session, args [][]byte) {
 		c.rw.err(string(errReadOnly))
 		return
 	}
-	out, err := c.ns.Set(key, value, ts)
+	out, err := c.ns.Set(key, value, ts, &c.idBuf)
 	if err != nil {
 		c.replyErr(err)
 		return

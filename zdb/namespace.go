@@ -181,9 +181,9 @@ const (
 )
 
 // Set stores value under key (user mode) or under a new or existing
-// sequential id. It returns the key to reply with, or nil when the value is
-// unchanged.
-func (ns *Namespace) Set(key, value []byte, ts uint32) ([]byte, error) {
+// sequential id. It returns the key to reply with (a sequential id is
+// written into idBuf), or nil when the value is unchanged.
+func (ns *Namespace) Set(key, value []byte, ts uint32, idBuf *[8]byte) ([]byte, error) {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
 	if ns.removed.Load() {
@@ -234,7 +234,7 @@ func (ns *Namespace) Set(key, value []byte, ts uint32) ([]byte, error) {
 	var err error
 	var out []byte
 	if ns.mode == modeSeq {
-		out, err = ns.setSeq(key, value, crc, ts, existing)
+		out, err = ns.setSeq(key, value, crc, ts, existing, idBuf)
 	} else {
 		out, err = ns.setUser(key, value, crc, ts, existing)
 	}
@@ -279,10 +279,16 @@ func seqKey(id uint64) []byte {
 	return k
 }
 
-func (ns *Namespace) setSeq(key, value []byte, crc, ts uint32, existing *entry) ([]byte, error) {
+// putSeqKey writes the 8-byte little-endian key of id into b.
+func putSeqKey(b *[8]byte, id uint64) []byte {
+	binary.LittleEndian.PutUint64(b[:], id)
+	return b[:]
+}
+
+func (ns *Namespace) setSeq(key, value []byte, crc, ts uint32, existing *entry, idBuf *[8]byte) ([]byte, error) {
 	if existing == nil {
 		id := ns.nextEntry
-		k := seqKey(id)
+		k := putSeqKey(idBuf, id)
 		off, err := ns.appendData(k, value, crc, ts, 0)
 		if err != nil {
 			return nil, errWriteData
@@ -297,7 +303,7 @@ func (ns *Namespace) setSeq(key, value []byte, crc, ts uint32, existing *entry) 
 		return k, nil
 	}
 	id := uint64(binary.LittleEndian.Uint32(key))
-	k := seqKey(id)
+	k := putSeqKey(idBuf, id)
 	off, err := ns.appendData(k, value, crc, ts, 0)
 	if err != nil {
 		return nil, errWriteData

@@ -52,6 +52,12 @@ func newConnReader(src io.Reader, raw syscall.RawConn, rx *atomic.Int64, size in
 	return cr
 }
 
+// reset makes cr read from src, as new, keeping its buffer.
+func (cr *connReader) reset(src io.Reader, raw syscall.RawConn) {
+	cr.src, cr.raw = src, raw
+	cr.r, cr.w, cr.err, cr.bulk = 0, 0, nil, false
+}
+
 // rawConn returns the raw connection of a socket, or nil.
 func rawConn(nc net.Conn) syscall.RawConn {
 	sc, ok := nc.(syscall.Conn)

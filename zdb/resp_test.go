@@ -5,10 +5,8 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 )
 
@@ -21,19 +19,8 @@ func parseAll(input []byte) (reqs [][]string, perrs []string, err error) {
 // chunks of chunk bytes, then closes it.
 func socketReader(t testing.TB, input []byte, chunk int) *connReader {
 	t.Helper()
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	conns := make([]net.Conn, 2)
-	for i, fd := range fds {
-		f := os.NewFile(uintptr(fd), "socketpair")
-		conns[i], err = net.FileConn(f)
-		f.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	conns[0], conns[1] = socketPair(t)
 	t.Cleanup(func() { conns[0].Close() })
 	go func() {
 		defer conns[1].Close()

@@ -106,6 +106,7 @@ type session struct {
 	rr        *requestReader
 	batch     []setRequest
 	crcs      []uint32 // CRC-32C of the held SETs' values
+	idBuf     [8]byte  // the sequential id a SET replies with
 	rw        replyWriter
 	ns        *Namespace
 	writable  bool
