@@ -9,13 +9,9 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-
-	"github.com/sirupsen/logrus"
-	"golang.org/x/sys/unix"
 )
 
-// Process plumbing: background mode, the auto_unmount watchdog, kernel
-// read-ahead.
+// Process plumbing: background mode and the auto_unmount watchdog.
 
 // background re-executes zdbfs detached and returns once the mount is live.
 func background(args []string, o *Options) int {
@@ -63,19 +59,6 @@ func notifyReady(failure error) {
 	}
 	f.Close()
 	os.Unsetenv(readyEnv)
-}
-
-// tuneReadahead raises the kernel read-ahead of the mount (128 KiB by
-// default for FUSE) so that sequential reads arrive as large requests.
-func tuneReadahead(mnt string, log *logrus.Entry) {
-	var st syscall.Stat_t
-	if err := syscall.Stat(mnt, &st); err != nil {
-		return
-	}
-	path := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
-	if err := os.WriteFile(path, []byte("4096"), 0o644); err != nil {
-		log.Debugf("read-ahead: %v", err)
-	}
 }
 
 // startWatchdog implements auto_unmount for a direct (root) mount: a child

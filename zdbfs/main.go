@@ -41,6 +41,7 @@ zdb:        host= port= unix=  (all namespaces)
             th= tp= tu= ts=    (temporary)
 filesystem: size=<bytes[kMGT]> cachesize=<128 KiB blocks> nocache autons
             background logfile=<path> debug
+tuning:     readahead=<bytes[kMG]> dirtylimit=<bytes[kMG]> procs=<n>
 fuse:       allow_other auto_unmount ro default_permissions nosuid nodev ...
 `
 
@@ -160,7 +161,7 @@ func run(o *Options, log *logrus.Entry) (err error) {
 	if err := srv.WaitMount(); err != nil {
 		return fmt.Errorf("mount %q: %w", o.Mountpoint, err)
 	}
-	tuneReadahead(o.Mountpoint, log)
+	tuneBDI(o, log)
 	if o.AutoUnmount && mo.DirectMount {
 		w, err := startWatchdog(o.Mountpoint)
 		if err != nil {

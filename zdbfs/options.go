@@ -3,6 +3,7 @@ package zdbfs
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -49,11 +50,14 @@ type Options struct {
 	Size      uint64 // bytes reported by statfs; 0 = keep the header's (or the default)
 	CacheSize int    // block cache budget in 128 KiB blocks
 	Procs     int    // GOMAXPROCS once mounted; 0 = the CPUs plus readerSlack
-	NoCache   bool
-	AutoNS    bool
-	Backgrnd  bool
-	Logfile   string
-	Debug     bool
+
+	Readahead  uint64 // bdi read-ahead in bytes; 0 = the kernel's
+	DirtyLimit uint64 // bdi max_bytes (dirty page cache of the mount); 0 = the kernel's
+	NoCache    bool
+	AutoNS     bool
+	Backgrnd   bool
+	Logfile    string
+	Debug      bool
 
 	AllowOther         bool
 	AutoUnmount        bool
@@ -88,6 +92,9 @@ func ParseOptions(args []string) (*Options, error) {
 		Data:      Backend{Host: defaultHost, Port: defaultPort, Namespace: nsData},
 		Temp:      Backend{Host: defaultHost, Port: defaultPort, Namespace: nsTemp, Password: defaultTempPass},
 		CacheSize: defaultCacheSize,
+
+		Readahead:  defaultReadahead,
+		DirtyLimit: defaultDirtyLimit,
 	}
 	var list []string
 	for i := 0; i < len(args); i++ {
@@ -249,6 +256,21 @@ func (o *Options) apply(k, v string, hasValue bool) error {
 			return fmt.Errorf("option \"procs\": invalid count %q (1 to %d)", v, maxProcs)
 		}
 		o.Procs = n
+	case "readahead":
+		n, err := sizeOption(k, v, hasValue, maxReadahead)
+		if err != nil {
+			return err
+		}
+		if n%4096 != 0 {
+			return fmt.Errorf("option \"readahead\": %q is not a multiple of 4 KiB", v)
+		}
+		o.Readahead = n
+	case "dirtylimit":
+		n, err := sizeOption(k, v, hasValue, maxDirtyLimit)
+		if err != nil {
+			return err
+		}
+		o.DirtyLimit = n
 	case "logfile":
 		return str(func(s string) { o.Logfile = s })
 	default:
@@ -292,6 +314,21 @@ func (o *Options) flag(k, v string) error {
 	return nil
 }
 
+// sizeOption parses the byte count of option k, at most limit.
+func sizeOption(k, v string, hasValue bool, limit uint64) (uint64, error) {
+	if !hasValue || v == "" {
+		return 0, fmt.Errorf("option %q needs a value", k)
+	}
+	n, err := parseSize(v)
+	if err != nil {
+		return 0, fmt.Errorf("option %q: invalid size %q", k, v)
+	}
+	if n > limit {
+		return 0, fmt.Errorf("option %q: %q is more than %d bytes", k, v, limit)
+	}
+	return n, nil
+}
+
 // parseSize accepts bytes, optionally with a k/M/G/T suffix (powers of 1024).
 func parseSize(s string) (uint64, error) {
 	mult := uint64(1)
@@ -311,6 +348,9 @@ func parseSize(s string) (uint64, error) {
 	n, err := strconv.ParseUint(s, 10, 64)
 	if err != nil {
 		return 0, fmt.Errorf("parse size %q: %w", s, err)
+	}
+	if n > math.MaxUint64/mult {
+		return 0, fmt.Errorf("parse size %q: too large", s)
 	}
 	return n * mult, nil
 }

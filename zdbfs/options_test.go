@@ -43,6 +43,21 @@ func TestParseOptions(t *testing.T) {
 		{"bad procs", []string{"-o", "procs=0", "/m"}, nil, true},
 		{"procs too large", []string{"-o", "procs=5000", "/m"}, nil, true},
 		{"procs not a number", []string{"-o", "procs=auto", "/m"}, nil, true},
+		{"tuning defaults", []string{"/m"}, func(o *Options) bool {
+			return o.Readahead == defaultReadahead && o.DirtyLimit == defaultDirtyLimit
+		}, false},
+		{"readahead and dirtylimit", []string{"-o", "readahead=1M,dirtylimit=256M", "/m"}, func(o *Options) bool {
+			return o.Readahead == 1<<20 && o.DirtyLimit == 256<<20
+		}, false},
+		{"kernel's settings", []string{"-o", "readahead=0,dirtylimit=0", "/m"}, func(o *Options) bool {
+			return o.Readahead == 0 && o.DirtyLimit == 0
+		}, false},
+		{"readahead not in pages", []string{"-o", "readahead=1000", "/m"}, nil, true},
+		{"readahead too large", []string{"-o", "readahead=2G", "/m"}, nil, true},
+		{"readahead empty", []string{"-o", "readahead=", "/m"}, nil, true},
+		{"dirtylimit not a size", []string{"-o", "dirtylimit=lots", "/m"}, nil, true},
+		{"dirtylimit overflows", []string{"-o", "dirtylimit=99999999999999999T", "/m"}, nil, true},
+		{"dirtylimit flag", []string{"-o", "dirtylimit", "/m"}, nil, true},
 		{"unknown option", []string{"-o", "bogus", "/m"}, nil, true},
 		{"unknown key", []string{"-o", "bogus=1", "/m"}, nil, true},
 		{"bad port", []string{"-o", "port=99999", "/m"}, nil, true},
