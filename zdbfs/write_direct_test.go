@@ -30,6 +30,14 @@ func zdbOnly(t *testing.T) (dir, sock string) {
 	t.Helper()
 	dir = t.TempDir()
 	sock = filepath.Join(dir, "zdb.sock")
+	startZdbAt(t, dir, sock)
+	return dir, sock
+}
+
+// startZdbAt starts zdb over dir, listening on sock, and waits for it.
+func startZdbAt(t *testing.T, dir, sock string) *proc {
+	t.Helper()
+	os.Remove(sock)
 	p := start(t, filepath.Join(dir, "zdb.log"), "zdb", "--socket", sock,
 		"--data", filepath.Join(dir, "data"), "--index", filepath.Join(dir, "index"))
 	t.Cleanup(func() { p.stop(syscall.SIGTERM) })
@@ -38,7 +46,7 @@ func zdbOnly(t *testing.T) (dir, sock string) {
 			err = c.Ping()
 			c.Close()
 			if err == nil {
-				return dir, sock
+				return p
 			}
 		}
 		if !p.alive() {
@@ -46,7 +54,7 @@ func zdbOnly(t *testing.T) (dir, sock string) {
 		}
 	}
 	t.Fatalf("zdb did not come up:\n%s", p.output())
-	return "", ""
+	return nil
 }
 
 // testFS is an FS served in process over zdb at sock.
@@ -581,6 +589,46 @@ func TestDirectWriteENOSPC(t *testing.T) {
 	got, err := f.contents(ino)
 	must(t, err)
 	sameBytes(t, "unstored data still readable", got, bytes.Repeat(d, 4))
+}
+
+// TestDirectWriteZdbRestart kills zdb while direct writes are on their
+// way and starts it again: the writes are retried on new connections and
+// what fsync returned for is in zdb.
+func TestDirectWriteZdbRestart(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "zdb.sock")
+	z := startZdbAt(t, dir, sock)
+	f := openTestFS(t, sock, "")
+	ino := f.create("f")
+	var m model
+	done := make(chan error)
+	var mu sync.Mutex
+	go func() {
+		for i := int64(0); i < 48; i++ {
+			d := fill(1<<20, 100+i)
+			if err := f.write(ino, (i%16)<<20, d); err != nil {
+				done <- err
+				return
+			}
+			mu.Lock()
+			m = m.write((i%16)<<20, d)
+			mu.Unlock()
+		}
+		done <- nil
+	}()
+	time.Sleep(20 * time.Millisecond)
+	z.stop(syscall.SIGKILL)
+	startZdbAt(t, dir, sock)
+	must(t, <-done)
+	f.sync()
+	must(t, f.shutdown())
+	f = openTestFS(t, sock, "")
+	got, err := f.contents(f.lookup("f"))
+	must(t, err)
+	mu.Lock()
+	defer mu.Unlock()
+	sameBytes(t, "after the zdb restart", got, m)
+	must(t, f.shutdown())
 }
 
 // TestDirectWriteKillAfterFsync writes and rewrites a file with 1 MiB
