@@ -51,13 +51,14 @@ type Options struct {
 	CacheSize int    // block cache budget in 128 KiB blocks
 	Procs     int    // GOMAXPROCS once mounted; 0 = the CPUs plus readerSlack
 
-	Readahead  uint64 // bdi read-ahead in bytes; 0 = the kernel's
-	DirtyLimit uint64 // bdi max_bytes (dirty page cache of the mount); 0 = the kernel's
-	NoCache    bool
-	AutoNS     bool
-	Backgrnd   bool
-	Logfile    string
-	Debug      bool
+	Readahead   uint64 // bdi read-ahead in bytes; 0 = the kernel's
+	DirtyLimit  uint64 // bdi max_bytes (dirty page cache of the mount); 0 = the kernel's
+	NoCache     bool
+	NoWriteback bool // no kernel writeback cache: each write(2) is a WRITE request
+	AutoNS      bool
+	Backgrnd    bool
+	Logfile     string
+	Debug       bool
 
 	AllowOther         bool
 	AutoUnmount        bool
@@ -69,7 +70,7 @@ type Options struct {
 
 // writeback reports whether the kernel's writeback cache is used.
 func (o *Options) writeback() bool {
-	return !o.NoCache
+	return !o.NoCache && !o.NoWriteback
 }
 
 // errHelp asks the caller to print usage.
@@ -286,6 +287,8 @@ func (o *Options) flag(k, v string) error {
 	switch k {
 	case "nocache":
 		o.NoCache = true
+	case "nowriteback":
+		o.NoWriteback = true
 	case "autons":
 		o.AutoNS = true
 	case "background":

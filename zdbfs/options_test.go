@@ -58,6 +58,12 @@ func TestParseOptions(t *testing.T) {
 		{"dirtylimit not a size", []string{"-o", "dirtylimit=lots", "/m"}, nil, true},
 		{"dirtylimit overflows", []string{"-o", "dirtylimit=99999999999999999T", "/m"}, nil, true},
 		{"dirtylimit flag", []string{"-o", "dirtylimit", "/m"}, nil, true},
+		{"nowriteback", []string{"-o", "nowriteback", "/m"}, func(o *Options) bool {
+			return o.NoWriteback && !o.NoCache && !o.writeback()
+		}, false},
+		{"writeback by default", []string{"/m"}, func(o *Options) bool { return o.writeback() }, false},
+		{"nocache has no writeback", []string{"-o", "nocache", "/m"}, func(o *Options) bool { return !o.writeback() }, false},
+		{"nowriteback takes no value", []string{"-o", "nowriteback=1", "/m"}, nil, true},
 		{"unknown option", []string{"-o", "bogus", "/m"}, nil, true},
 		{"unknown key", []string{"-o", "bogus=1", "/m"}, nil, true},
 		{"bad port", []string{"-o", "port=99999", "/m"}, nil, true},

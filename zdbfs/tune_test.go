@@ -1,11 +1,15 @@
 package zdbfs
 
 import (
+	"encoding/binary"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // waitMounted waits for zdbfs to log that it is mounted, which it does
@@ -89,5 +93,93 @@ func TestTuneKernelDefaults(t *testing.T) {
 	// zdbfs leaves the kernel's values: FUSE's read-ahead is 128 KiB at most
 	if v := readBDI(t, s.mnt, "read_ahead_kb"); v > 128 {
 		t.Errorf("read_ahead_kb = %d with readahead=0, want the kernel's (<= 128)", v)
+	}
+}
+
+// TestPosixNoWriteback runs go-fuse's POSIX suite with -o nowriteback (no
+// kernel writeback cache; zdbfs keeps its own write-back).
+func TestPosixNoWriteback(t *testing.T) { runPosix(t, "nowriteback") }
+
+// TestNoWritebackTimes checks that without the kernel's writeback cache
+// zdbfs stamps mtime itself and that the data and size survive a remount.
+func TestNoWritebackTimes(t *testing.T) {
+	s := newStack(t)
+	s.mount("nowriteback")
+	f := s.mnt + "/f"
+	if err := os.WriteFile(f, []byte("one"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Unix(1000, 0)
+	if err := os.Chtimes(f, old, old); err != nil {
+		t.Fatal(err)
+	}
+	w, err := os.OpenFile(f, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte(" two")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fi.ModTime().After(old) || fi.Size() != 7 {
+		t.Errorf("after append: mtime %v size %d, want a new mtime and size 7", fi.ModTime(), fi.Size())
+	}
+	s.unmount()
+	s.mount()
+	if b, err := os.ReadFile(f); err != nil || string(b) != "one two" {
+		t.Fatalf("after remount: %q, %v", b, err)
+	}
+}
+
+// requestCounts reads the SETATTR and WRITE counters of the statistics ioctl.
+func requestCounts(t *testing.T, mnt string) (setattr, write uint64) {
+	t.Helper()
+	f, err := os.Open(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 240)
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), ioctlStatistics, uintptr(unsafe.Pointer(&buf[0]))); e != 0 {
+		t.Fatalf("statistics ioctl: %v", e)
+	}
+	return binary.LittleEndian.Uint64(buf[13*8:]), binary.LittleEndian.Uint64(buf[18*8:])
+}
+
+// TestSmallFileRequests checks the requests a shell's `printf ... >file`
+// costs: with the writeback cache the kernel writes the page and the times
+// back at close (one WRITE and one SETATTR per file); with nowriteback the
+// write(2) itself is the WRITE and close sends no SETATTR.
+func TestSmallFileRequests(t *testing.T) {
+	const files = 20
+	for _, c := range []struct {
+		opt         string
+		wantSetattr uint64
+	}{{"", files}, {"nowriteback", 0}} {
+		t.Run("opts="+c.opt, func(t *testing.T) {
+			s := newStack(t)
+			if c.opt != "" {
+				s.mount(c.opt)
+			} else {
+				s.mount()
+			}
+			set0, write0 := requestCounts(t, s.mnt)
+			for i := 0; i < files; i++ {
+				if err := os.WriteFile(fmt.Sprintf("%s/f%d", s.mnt, i), make([]byte, 4096), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			set1, write1 := requestCounts(t, s.mnt)
+			if set1-set0 != c.wantSetattr || write1-write0 != files {
+				t.Errorf("%d files: %d SETATTR and %d WRITE requests, want %d and %d",
+					files, set1-set0, write1-write0, c.wantSetattr, files)
+			}
+		})
 	}
 }
