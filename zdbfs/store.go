@@ -23,10 +23,18 @@ const reconnectWindow = 30 * time.Second
 type namespace struct {
 	b    Backend
 	pool chan *client.Conn
+	// direct bounds the direct-write batches sent at once (write_direct.go):
+	// zdb spends less per block on a few busy connections than on one per
+	// FUSE request in flight (measured: 4 beat 16 in zdb and zdbfs CPU)
+	direct chan struct{}
 }
 
+// directBatches is how many direct-write batches go to zdb at once, as many
+// as write-behind workers.
+const directBatches = 4
+
 func newNamespace(b Backend, size int) *namespace {
-	return &namespace{b: b, pool: make(chan *client.Conn, size)}
+	return &namespace{b: b, pool: make(chan *client.Conn, size), direct: make(chan struct{}, directBatches)}
 }
 
 func (ns *namespace) dial() (*client.Conn, error) {

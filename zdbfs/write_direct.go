@@ -10,7 +10,8 @@ import (
 // Direct writes: a WRITE request that covers whole, aligned 128 KiB blocks
 // (the kernel's writeback sends 1 MiB page-aligned requests) sends those
 // blocks to zdb straight from the FUSE request buffer, pipelined on one
-// connection, instead of copying them into the block cache for write-behind.
+// connection (at most directBatches requests at once), instead of copying
+// them into the block cache for write-behind.
 // The request is answered once zdb has stored them, so the buffer (which
 // go-fuse reuses after Write returns) is never referenced later.
 //
@@ -114,6 +115,7 @@ func (fs *FS) writeBlocks(n *node, data []byte, off uint64) (sends []*directSend
 // the results; n.mu not held. Blocks zdb failed to store become dirty
 // cache blocks, so sendDirect itself never fails.
 func (fs *FS) sendDirect(n *node, sends []*directSend) {
+	fs.b.data.direct <- struct{}{}
 	err := fs.b.data.pipeline(len(sends), func(i int) []any {
 		s := sends[i]
 		if s.id == 0 {
@@ -135,6 +137,7 @@ func (fs *FS) sendDirect(n *node, sends []*directSend) {
 		}
 		return nil
 	})
+	<-fs.b.data.direct
 	if err != nil {
 		for _, s := range sends {
 			if s.err == nil && (s.id != 0 || s.newID == 0) {
