@@ -77,11 +77,12 @@ func req(args ...string) []byte {
 func benchPipelined(b *testing.B, c net.Conn, next func(dst []byte, i int) []byte) {
 	r := bufio.NewReaderSize(c, 256<<10)
 	const depth = 16
+	n := b.N // the writer must not read b.N, which the next run changes
 	go func() {
 		var batch []byte
-		for i := 0; i < b.N; i += depth {
+		for i := 0; i < n; i += depth {
 			batch = batch[:0]
-			for j := i; j < min(i+depth, b.N); j++ {
+			for j := i; j < min(i+depth, n); j++ {
 				batch = next(batch, j)
 			}
 			if _, err := c.Write(batch); err != nil {
