@@ -148,6 +148,7 @@ func (fs *FS) sendDirect(n *node, sends []*directSend) {
 	fs.add(&fs.stats.linearFlush, uint64(len(sends)))
 	n.mu.Lock()
 	var failed error
+	named := false // the inode names a new block: write it back
 	for _, s := range sends {
 		n.flushing--
 		cur := n.cache[s.idx] == s.ph
@@ -159,7 +160,7 @@ func (fs *FS) sendDirect(n *node, sends []*directSend) {
 			// file's block (not dropped by a truncate or an unlink)
 			if cur && !n.reaped && int(s.idx) < len(n.blocks) && n.blocks[s.idx] == 0 {
 				n.blocks[s.idx] = uint32(s.newID)
-				fs.markMeta(n)
+				named = true
 			} else {
 				fs.dirtyMu.Lock()
 				fs.delData = append(fs.delData, s.newID)
@@ -178,6 +179,9 @@ func (fs *FS) sendDirect(n *node, sends []*directSend) {
 			}
 		}
 		close(s.ph.sending)
+	}
+	if named {
+		fs.markMeta(n)
 	}
 	if n.flushing == 0 && n.flushDone != nil {
 		n.flushDone.Broadcast()
