@@ -99,6 +99,7 @@ func openBackends(o *Options, log *logrus.Entry) (*backends, uint64, error) {
 		data: newNamespace(o.Data, 16),
 		temp: newNamespace(o.Temp, 1),
 	}
+	b.data.alloc = blockAlloc
 	size := o.Size
 	for _, x := range []struct {
 		ns    *namespace

@@ -46,6 +46,15 @@ var blockPool = sync.Pool{New: func() any { b := make([]byte, blockSize); return
 
 func getBuf() []byte { return (*blockPool.Get().(*[]byte))[:0] }
 
+// blockAlloc gives a block read from zdb a recycled block buffer instead of
+// a freshly allocated (and zeroed) one; see client.Conn.SetBulkAlloc.
+func blockAlloc(n int) []byte {
+	if n > blockSize {
+		return make([]byte, n)
+	}
+	return getBuf()[:n]
+}
+
 // putBuf recycles a buffer no one else references.
 func putBuf(b []byte) {
 	if cap(b) == blockSize {
@@ -279,6 +288,8 @@ func (fs *FS) fetched(n *node, idxs []uint32, ids []uint64, fetches []*fetch, va
 			n.cache[idx] = b
 			fs.account(int64(cap(b.data)))
 			fs.touch(n, idx, b)
+		} else if err == nil && k < len(vals) {
+			putBuf(vals[k]) // not kept: nobody else has it
 		}
 		if n.inflight[idx] == f {
 			delete(n.inflight, idx)

@@ -27,6 +27,9 @@ type namespace struct {
 	// zdb spends less per block on a few busy connections than on one per
 	// FUSE request in flight (measured: 4 beat 16 in zdb and zdbfs CPU)
 	direct chan struct{}
+	// alloc, when set, supplies the buffers large replies are read into
+	// (the block pool, for the data namespace)
+	alloc func(n int) []byte
 }
 
 // directBatches is how many direct-write batches go to zdb at once, as many
@@ -46,6 +49,9 @@ func (ns *namespace) dial() (*client.Conn, error) {
 	if err := c.Select(ns.b.Namespace, ns.b.Password); err != nil {
 		c.Close()
 		return nil, err
+	}
+	if ns.alloc != nil {
+		c.SetBulkAlloc(ns.alloc)
 	}
 	return c, nil
 }
