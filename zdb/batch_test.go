@@ -379,3 +379,38 @@ func TestKill9MidBatch(t *testing.T) {
 	}
 	t.Logf("verified %d user keys and %d sequential ids", len(userAcked), len(seqAcked))
 }
+
+// Bytes read in place by readv are counted in INFO's network_rx like
+// those read through the buffer.
+func TestNetworkRxCountsPayloadsReadInPlace(t *testing.T) {
+	p := startZDB(t, "")
+	info := p.dial("unix")
+	rx := func() int64 {
+		r := do(t, info, "INFO")
+		n, err := strconv.ParseInt(client.ParseInfo(r.Str)["network_rx_bytes"], 10, 64)
+		if err != nil {
+			t.Fatalf("network_rx_bytes in %q: %v", r.Str, err)
+		}
+		return n
+	}
+	before := rx()
+	var stream []byte
+	for i := 0; i < 20; i++ {
+		stream = append(stream, req("SET", "k"+strconv.Itoa(i), value(i, 100000+i*7))...)
+	}
+	nc, err := net.Dial("unix", p.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	c := client.NewConn(nc, 30*time.Second)
+	go nc.Write(stream)
+	for i := 0; i < 20; i++ {
+		if r, err := c.Receive(); err != nil || fmtReply(r) != "$k"+strconv.Itoa(i) {
+			t.Fatalf("reply %d: %s %v", i, fmtReply(r), err)
+		}
+	}
+	if got, want := rx()-before, int64(len(stream)+len(req("INFO"))); got != want {
+		t.Fatalf("network_rx grew by %d, want %d", got, want)
+	}
+}
