@@ -45,14 +45,25 @@ func cmdSet(c *session, args [][]byte) {
 type keyLookup struct {
 	e       entry
 	found   bool
-	payload []byte // with withPayload, the value (in the session scratch buffer)
+	payload []byte // with payloadBytes, the value (in the session scratch buffer)
 	readErr error
+	file    filePayload // with payloadFile, where a large value lies (inFile)
+	inFile  bool
 }
+
+// payloadMode says what lookupKey fetches besides the entry.
+type payloadMode int
+
+const (
+	payloadNone  payloadMode = iota
+	payloadBytes             // the value, read into memory
+	payloadFile              // a large value's place in its data file, else the value
+)
 
 // lookupKey looks key up (live entries only). It answers the error reply
 // itself and returns false for an oversized key, a frozen or a removed
 // namespace.
-func (c *session) lookupKey(key []byte, withPayload bool) (keyLookup, bool) {
+func (c *session) lookupKey(key []byte, want payloadMode) (keyLookup, bool) {
 	var kl keyLookup
 	if len(key) > maxKeyLength {
 		c.rw.err("Invalid key")
@@ -72,7 +83,10 @@ func (c *session) lookupKey(key []byte, withPayload bool) (keyLookup, bool) {
 	}
 	if e := ns.liveLookup(key); e != nil {
 		kl.e, kl.found = *e, true
-		if withPayload {
+		if want == payloadFile {
+			kl.file, kl.inFile = ns.payloadInFile(e)
+		}
+		if want != payloadNone && !kl.inFile {
 			kl.payload, kl.readErr = ns.readPayload(e, c.scratch)
 		}
 	}
@@ -87,11 +101,17 @@ func cmdGet(c *session, args [][]byte) {
 	if !c.validate(args, 2, false) {
 		return
 	}
-	kl, ok := c.lookupKey(args[1], true)
+	kl, ok := c.lookupKey(args[1], payloadFile)
 	switch {
 	case !ok:
 	case !kl.found:
 		c.rw.null()
+	case kl.inFile:
+		if err := c.sendBulkFile(kl.file); err != nil {
+			// the reply is cut short: the client must not read on
+			c.srv.log.WithField("ns", c.ns.name).Warnf("GET: %v", err)
+			c.closeConn = true
+		}
 	case kl.readErr != nil:
 		c.rw.err("Internal Error")
 	default:
@@ -226,7 +246,7 @@ func cmdExists(c *session, args [][]byte) {
 	if !c.validate(args, 2, false) {
 		return
 	}
-	if kl, ok := c.lookupKey(args[1], false); ok {
+	if kl, ok := c.lookupKey(args[1], payloadNone); ok {
 		if kl.found {
 			c.rw.integer(1)
 		} else {
@@ -239,7 +259,7 @@ func cmdCheck(c *session, args [][]byte) {
 	if !c.validate(args, 2, false) {
 		return
 	}
-	kl, ok := c.lookupKey(args[1], true)
+	kl, ok := c.lookupKey(args[1], payloadBytes)
 	switch {
 	case !ok:
 	case !kl.found:
@@ -256,7 +276,7 @@ func cmdLength(c *session, args [][]byte) {
 	if !c.validate(args, 2, false) {
 		return
 	}
-	if kl, ok := c.lookupKey(args[1], false); ok {
+	if kl, ok := c.lookupKey(args[1], payloadNone); ok {
 		if kl.found {
 			c.rw.integer(int64(kl.e.length))
 		} else {
@@ -269,7 +289,7 @@ func cmdKeyTime(c *session, args [][]byte) {
 	if !c.validate(args, 2, false) {
 		return
 	}
-	if kl, ok := c.lookupKey(args[1], false); ok {
+	if kl, ok := c.lookupKey(args[1], payloadNone); ok {
 		if kl.found {
 			c.rw.integer(int64(kl.e.ts))
 		} else {

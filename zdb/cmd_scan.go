@@ -281,7 +281,7 @@ func cmdKeyCur(c *session, args [][]byte) {
 	if !c.validate(args, 2, false) {
 		return
 	}
-	kl, ok := c.lookupKey(args[1], false)
+	kl, ok := c.lookupKey(args[1], payloadNone)
 	switch {
 	case !ok:
 	case !kl.found:
