@@ -44,7 +44,7 @@ func TestParseOptions(t *testing.T) {
 		{"procs too large", []string{"-o", "procs=5000", "/m"}, nil, true},
 		{"procs not a number", []string{"-o", "procs=auto", "/m"}, nil, true},
 		{"tuning defaults", []string{"/m"}, func(o *Options) bool {
-			return o.Readahead == defaultReadahead && o.DirtyLimit == defaultDirtyLimit
+			return o.Readahead == 4<<20 && o.DirtyLimit == 0
 		}, false},
 		{"readahead and dirtylimit", []string{"-o", "readahead=1M,dirtylimit=256M", "/m"}, func(o *Options) bool {
 			return o.Readahead == 1<<20 && o.DirtyLimit == 256<<20
