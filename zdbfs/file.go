@@ -306,8 +306,19 @@ func (fs *FS) readAt(n *node, buf []byte, off uint64) (int, syscall.Errno) {
 	}
 	end := min(off+uint64(len(buf)), size)
 	first, last := uint32(off/blockSize), uint32((end-1)/blockSize)
+	if fs.streaming(n, off) && fs.directBlocks(n, off, end) {
+		if e := fs.readDirect(n, buf[:end-off], off); e != 0 {
+			return 0, e
+		}
+		n.lastRead = max(n.lastRead, end)
+		return int(end - off), 0
+	}
+	// read ahead for small sequential READs; READs of a block or more come
+	// from the kernel's own read-ahead, which already keeps the next ones
+	// in flight (and blocks fetched ahead of them would turn their direct
+	// reads into copies out of the cache)
 	var ahead uint32
-	if !fs.opts.NoCache && off+4<<20 >= n.lastRead && off <= n.lastRead+4<<20 {
+	if !fs.opts.NoCache && len(buf) < blockSize && off+4<<20 >= n.lastRead && off <= n.lastRead+4<<20 {
 		ahead = 32
 		if maxIdx := uint32((size - 1) / blockSize); last+ahead > maxIdx {
 			ahead = maxIdx - last
@@ -321,23 +332,9 @@ func (fs *FS) readAt(n *node, buf []byte, off uint64) (int, syscall.Errno) {
 		idx := uint32(p / blockSize)
 		in := p % blockSize
 		chunk := min(blockSize-in, end-p)
-		dst := buf[p-off : p-off+chunk]
-		b := n.cache[idx]
-		if b == nil || b.sending != nil {
-			// evicted, truncated or rewritten while we waited: retry once
-			if e := fs.readBlocks(n, idx, idx, 0); e != 0 {
-				return 0, e
-			}
-			if b = n.cache[idx]; b == nil || b.sending != nil {
-				return 0, syscall.EIO
-			}
+		if e := fs.copyBlock(n, idx, in, buf[p-off:p-off+chunk]); e != 0 {
+			return 0, e
 		}
-		c := 0
-		if in < uint64(len(b.data)) {
-			c = copy(dst, b.data[in:])
-		}
-		clear(dst[c:])
-		fs.touch(n, idx, b)
 		p += chunk
 	}
 	n.lastRead = end

@@ -95,6 +95,14 @@ func isTransport(err error) bool {
 // retried every 100 ms, as 0-db-fs does. After a transport error the
 // requests are resent on new connections for up to reconnectWindow.
 func (ns *namespace) pipeline(n int, req func(i int) []any, got func(i int, r client.Reply) error) error {
+	return ns.pipelineInto(n, nil, req, got)
+}
+
+// pipelineInto is pipeline with alloc, when non-nil, supplying the buffer
+// that the large bulk reply to request i is read into (see
+// client.Conn.SetBulkAlloc); the connection's own allocator is restored
+// before it goes back to the pool.
+func (ns *namespace) pipelineInto(n int, alloc func(i, size int) []byte, req func(i int) []any, got func(i int, r client.Reply) error) error {
 	if n == 0 {
 		return nil
 	}
@@ -113,6 +121,10 @@ func (ns *namespace) pipeline(n int, req func(i int) []any, got func(i int, r cl
 			continue
 		}
 		var locked []int
+		cur := 0
+		if alloc != nil {
+			c.SetBulkAlloc(func(size int) []byte { return alloc(cur, size) })
+		}
 		err = func() error {
 			for start := 0; start < len(todo); start += 512 {
 				end := min(start+512, len(todo))
@@ -126,6 +138,7 @@ func (ns *namespace) pipeline(n int, req func(i int) []any, got func(i int, r cl
 				}
 				var first error
 				for _, i := range todo[start:end] {
+					cur = i
 					r, err := c.Receive()
 					if err != nil {
 						return err
@@ -144,6 +157,9 @@ func (ns *namespace) pipeline(n int, req func(i int) []any, got func(i int, r cl
 			}
 			return nil
 		}()
+		if alloc != nil {
+			c.SetBulkAlloc(ns.alloc)
+		}
 		if isTransport(err) {
 			// zdb went away (restart?): drop every pooled connection and
 			// resend on a new one; SETs of ids and GETs are idempotent
