@@ -1,12 +1,10 @@
 package zdbfs
 
 import (
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/qsfs/qsfs/zdb/client"
 	"github.com/qsfs/qsfs/zdbfs/layout"
 )
 
@@ -23,16 +21,12 @@ import (
 //  4. deletes queued before the cycle started (unlinked inodes, their
 //     blocks and dirlists, truncated blocks).
 
-// bjob is one block write.
+// bjob is one block write by write-behind or write-back.
 type bjob struct {
-	n     *node
-	idx   uint32
-	b     *block
-	gen   uint64
-	data  []byte
-	id    uint32
-	newID uint64
-	err   error
+	blockSet
+	n   *node
+	b   *block
+	gen uint64
 }
 
 // collectJobs prepares writes of n's dirty blocks (all when idxs is nil).
@@ -53,7 +47,7 @@ func (fs *FS) collectJobs(n *node, idxs []uint32, out []*bjob) []*bjob {
 			data = data[:want]
 		}
 		// no copy: writers copy the block before changing it while it is flushing
-		out = append(out, &bjob{n: n, idx: idx, b: b, gen: b.gen, data: data, id: n.blockID(idx)})
+		out = append(out, &bjob{blockSet: blockSet{ino: n.ino, idx: idx, data: data, id: n.blockID(idx)}, n: n, b: b, gen: b.gen})
 	}
 	if idxs == nil {
 		for idx, b := range n.cache {
@@ -81,34 +75,11 @@ func (fs *FS) runJobs(jobs []*bjob) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := fs.b.data.pipeline(len(part), func(i int) []any {
-				j := part[i]
-				if j.id == 0 {
-					return []any{"SET", "", j.data}
-				}
-				return []any{"SET", client.SeqKey(uint64(j.id)), j.data}
-			}, func(i int, r client.Reply) error {
-				j := part[i]
-				if err := r.Err(); err != nil {
-					j.err = fmt.Errorf("write block %d of inode %d: %w", j.idx, j.n.ino, err)
-					return nil
-				}
-				if j.id == 0 {
-					id, err := client.SeqID(r.Str)
-					if err == nil && id > 0xffffffff {
-						err = fmt.Errorf("data id %d does not fit the 32-bit block list", id)
-					}
-					j.err, j.newID = err, id
-				}
-				return nil
-			})
-			if err != nil {
-				for _, j := range part {
-					if j.err == nil && (j.id != 0 || j.newID == 0) {
-						j.err = err
-					}
-				}
+			sets := make([]*blockSet, len(part))
+			for i, j := range part {
+				sets[i] = &j.blockSet
 			}
+			fs.b.data.setBlocks(sets)
 		}()
 	}
 	wg.Wait()

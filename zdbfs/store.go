@@ -192,6 +192,50 @@ func (ns *namespace) do(args ...any) (client.Reply, error) {
 	return out, err
 }
 
+// blockSet is one block SET on the data namespace.
+type blockSet struct {
+	ino   uint64 // the file, for errors
+	idx   uint32 // the block's index in the file
+	id    uint32 // the block's data id, 0 = a new block
+	data  []byte
+	newID uint64 // the id zdb gave a new block
+	err   error
+}
+
+// setBlocks stores sets in one pipeline and records each result in its
+// set: a new id, or the error. A transport error marks every set that has
+// neither a reply error nor, for a new block, an id.
+func (ns *namespace) setBlocks(sets []*blockSet) {
+	err := ns.pipeline(len(sets), func(i int) []any {
+		s := sets[i]
+		if s.id == 0 {
+			return []any{"SET", "", s.data}
+		}
+		return []any{"SET", client.SeqKey(uint64(s.id)), s.data}
+	}, func(i int, r client.Reply) error {
+		s := sets[i]
+		if err := r.Err(); err != nil {
+			s.err = fmt.Errorf("write block %d of inode %d: %w", s.idx, s.ino, err)
+			return nil
+		}
+		if s.id == 0 {
+			id, err := client.SeqID(r.Str)
+			if err == nil && id > 0xffffffff {
+				err = fmt.Errorf("data id %d does not fit the 32-bit block list", id)
+			}
+			s.err, s.newID = err, id
+		}
+		return nil
+	})
+	if err != nil {
+		for _, s := range sets {
+			if s.err == nil && (s.id != 0 || s.newID == 0) {
+				s.err = err
+			}
+		}
+	}
+}
+
 // getMany fetches ids; missing ones come back nil.
 func (ns *namespace) getMany(ids []uint64) ([][]byte, error) {
 	out := make([][]byte, len(ids))

@@ -1,10 +1,7 @@
 package zdbfs
 
 import (
-	"fmt"
 	"syscall"
-
-	"github.com/qsfs/qsfs/zdb/client"
 )
 
 // Direct writes: a WRITE request that covers whole, aligned 128 KiB blocks
@@ -30,13 +27,11 @@ import (
 // write-behind.
 
 // directSend is one block sent straight from a FUSE request.
+// Its data is the block's bytes in the request buffer, its id the block's
+// data id when it was started (0 = new).
 type directSend struct {
-	idx   uint32
-	ph    *block // placeholder in n.cache
-	data  []byte // the block's bytes in the request buffer
-	id    uint32 // the block's data id when it was started, 0 = new
-	newID uint64
-	err   error
+	blockSet
+	ph *block // placeholder in n.cache
 }
 
 // directOK reports whether block idx may be sent directly: nothing cached,
@@ -92,7 +87,7 @@ func (fs *FS) writeBlocks(n *node, data []byte, off uint64) (sends []*directSend
 		ph := &block{sending: make(chan struct{})}
 		n.cache[uint32(idx)] = ph
 		n.flushing++
-		sends = append(sends, &directSend{idx: uint32(idx), ph: ph, data: chunk, id: n.blockID(uint32(idx))})
+		sends = append(sends, &directSend{blockSet: blockSet{ino: n.ino, idx: uint32(idx), data: chunk, id: n.blockID(uint32(idx))}, ph: ph})
 	}
 	// the partial tail block
 	if tail := endFull * blockSize; tail < end {
@@ -116,35 +111,12 @@ func (fs *FS) writeBlocks(n *node, data []byte, off uint64) (sends []*directSend
 // cache blocks, so sendDirect itself never fails.
 func (fs *FS) sendDirect(n *node, sends []*directSend) {
 	fs.b.data.direct <- struct{}{}
-	err := fs.b.data.pipeline(len(sends), func(i int) []any {
-		s := sends[i]
-		if s.id == 0 {
-			return []any{"SET", "", s.data}
-		}
-		return []any{"SET", client.SeqKey(uint64(s.id)), s.data}
-	}, func(i int, r client.Reply) error {
-		s := sends[i]
-		if err := r.Err(); err != nil {
-			s.err = fmt.Errorf("write block %d of inode %d: %w", s.idx, n.ino, err)
-			return nil
-		}
-		if s.id == 0 {
-			id, err := client.SeqID(r.Str)
-			if err == nil && id > 0xffffffff {
-				err = fmt.Errorf("data id %d does not fit the 32-bit block list", id)
-			}
-			s.err, s.newID = err, id
-		}
-		return nil
-	})
-	<-fs.b.data.direct
-	if err != nil {
-		for _, s := range sends {
-			if s.err == nil && (s.id != 0 || s.newID == 0) {
-				s.err = err
-			}
-		}
+	sets := make([]*blockSet, len(sends))
+	for i, d := range sends {
+		sets[i] = &d.blockSet
 	}
+	fs.b.data.setBlocks(sets)
+	<-fs.b.data.direct
 	fs.add(&fs.stats.linearFlush, uint64(len(sends)))
 	n.mu.Lock()
 	var failed error
