@@ -1,12 +1,15 @@
 package zdb
 
 // Batched SETs: when a connection has pipelined several SET requests, the
-// ones that can only succeed (new sequential ids or new user keys, within
-// the size limit and the current data file) are appended together: one
-// pwritev(2) for their data entries, then one write(2) for their index
-// records, then their replies in request order. Anything else (an update,
-// a rotation boundary, a full namespace, a failed write) goes through the
-// one-request path, which answers exactly as without batching.
+// ones that can only succeed (new sequential ids, updates of distinct live
+// sequential ids with a changed value, or new user keys, within the size
+// limit and the current data file) are appended together: one pwritev(2)
+// for their data entries, then one write(2) for their index records (an
+// update then rewrites its slot's record in place, as one by one), then
+// their replies in request order. Anything else (a user-key update, an
+// update that may leave the value unchanged, a rotation boundary, a full
+// namespace, a failed write) goes through the one-request path, which
+// answers exactly as without batching.
 
 import (
 	"bytes"
@@ -33,6 +36,10 @@ type setRequest struct {
 	idxOff     uint32  // index record offset
 	id         [8]byte // sequential mode: the id given
 	seq        bool    // stored in sequential mode: the reply is id
+	update     bool    // sequential mode: an update of id slot
+	slot       uint64  // the id updated
+	oldLen     int64   // the length of the value updated
+	err        error   // the error reply of a failed in-place rewrite
 }
 
 // batchable reports whether args is a SET a batch may take: the form
@@ -131,7 +138,9 @@ func (c *session) setBatch(i, n int) (int, bool) {
 	for j := 0; j < k; j++ {
 		r := &c.batch[j]
 		st.cmdExecuted.Add(1)
-		if r.seq {
+		if r.err != nil {
+			c.replyErr(r.err)
+		} else if r.seq {
 			c.rw.bulk(r.id[:])
 		} else {
 			c.rw.bulk(r.key)
@@ -143,13 +152,18 @@ func (c *session) setBatch(i, n int) (int, bool) {
 }
 
 // setBatch appends the longest prefix of reqs that the one-request path
-// would store without an error, a rotation or an update: new sequential
-// ids, or new user keys not repeated in the batch, within maxsize and the
-// current data file. Data entries are written with one pwritev, then the
-// index records with one write; the in-memory index changes only once
-// both succeeded. It returns the number of requests stored: 0 (nothing
-// written to the index, the caller falls back to one by one, with the
-// write error if a write failed) or at least 2.
+// would store without an error, a rotation or a read: new sequential ids,
+// updates of live sequential ids (each id once per batch, with a value
+// that differs by length or checksum, outside worm mode), or new user
+// keys not repeated in the batch, within maxsize and the current data
+// file. Data entries are written with one pwritev, then the appended
+// index records with one write; an update then rewrites its slot in
+// place, as the one-request path does. The in-memory index changes only
+// once the appends succeeded. It returns the number of requests answered
+// from the batch: 0 (nothing written to the index, the caller falls back
+// to one by one, with the write error if a write failed) or at least 2,
+// or, when an in-place rewrite failed, up to that request (its err set
+// as the one-request path would answer) with the error.
 func (ns *Namespace) setBatch(reqs []setRequest, ts uint32) (int, error) {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
@@ -163,22 +177,35 @@ func (ns *Namespace) setBatch(reqs []setRequest, ts uint32) (int, error) {
 	for ; k < len(reqs); k++ {
 		r := &reqs[k]
 		keyLen := len(r.key)
+		maxsize := int64(ns.desc.maxsize)
+		r.seq, r.update, r.oldLen, r.err = seq, false, 0, nil
 		if seq {
 			if keyLen != 0 {
-				break
+				// an update: the one-request path reads nothing back
+				// and answers no error for it
+				e := ns.liveLookup(r.key)
+				if e == nil || ns.desc.worm || (e.crc == r.crc && e.length == uint32(len(r.value))) {
+					break
+				}
+				r.slot = uint64(binary.LittleEndian.Uint32(r.key))
+				if repeatedSlot(reqs[:k], r.slot) {
+					break
+				}
+				r.update, r.oldLen = true, int64(e.length)
+				maxsize += r.oldLen
 			}
 			keyLen = 8
 		} else if keyLen == 0 || ns.liveLookup(r.key) != nil || repeatedKey(reqs[:k], r.key) {
 			break
 		}
-		if ns.desc.maxsize > 0 && size+int64(len(r.value)) > int64(ns.desc.maxsize) {
+		if ns.desc.maxsize > 0 && size+int64(len(r.value)) > maxsize {
 			break
 		}
 		if datEnd+int64(len(r.value)) > limit {
 			break
 		}
 		datEnd += int64(dataEntrySize + keyLen + len(r.value))
-		size += int64(len(r.value))
+		size += int64(len(r.value)) - r.oldLen
 	}
 	if k < 2 {
 		return 0, nil
@@ -195,9 +222,12 @@ func (ns *Namespace) setBatch(reqs []setRequest, ts uint32) (int, error) {
 	for j := range reqs {
 		r := &reqs[j]
 		key := r.key
-		r.seq = seq
 		if seq {
-			binary.LittleEndian.PutUint64(r.id[:], ns.nextEntry+uint64(j))
+			id := ns.nextEntry + uint64(j)
+			if r.update {
+				id = r.slot
+			}
+			binary.LittleEndian.PutUint64(r.id[:], id)
 			key = r.id[:]
 		}
 		h0 := len(hdr)
@@ -216,7 +246,8 @@ func (ns *Namespace) setBatch(reqs []setRequest, ts uint32) (int, error) {
 		return 0, fmt.Errorf("append data entries to %s: %w", ns.dataPath(ns.curID), err)
 	}
 
-	// index records
+	// index records: for an update, the copy of the old record flagged
+	// deleted, which consumes a sequential id
 	if need := k * (indexItemSize + maxKeyLength); cap(ns.bidx) < need {
 		ns.bidx = make([]byte, 0, need)
 	}
@@ -228,9 +259,17 @@ func (ns *Namespace) setBatch(reqs []setRequest, ts uint32) (int, error) {
 		if seq {
 			key = r.id[:]
 		}
-		it := indexItem{
-			idLength: uint8(len(key)), offset: r.off, length: uint32(len(r.value)), previous: iprev,
-			dataID: ns.curID, timestamp: ts, crc: r.crc,
+		var it indexItem
+		if r.update {
+			cp := ns.seq[r.slot]
+			cp.flags |= flagDeleted
+			it = cp.item(iprev)
+			it.idLength = uint8(len(key))
+		} else {
+			it = indexItem{
+				idLength: uint8(len(key)), offset: r.off, length: uint32(len(r.value)), previous: iprev,
+				dataID: ns.curID, timestamp: ts, crc: r.crc,
+			}
 		}
 		i0 := len(ib)
 		ib = ib[:i0+indexItemSize+len(key)]
@@ -243,33 +282,92 @@ func (ns *Namespace) setBatch(reqs []setRequest, ts uint32) (int, error) {
 		return 0, fmt.Errorf("append index records to %s: %w", ns.indexPath(ns.curID), err)
 	}
 
+	// in request order, the state the one-request path leaves after each
+	ok := 0
+	var rerr error
 	for j := range reqs {
 		r := &reqs[j]
+		dlen := int64(dataEntrySize + len(r.id))
+		ilen := int64(indexItemSize + len(r.id))
+		if !seq {
+			dlen = int64(dataEntrySize + len(r.key))
+			ilen = int64(indexItemSize + len(r.key))
+		}
+		dlen += int64(len(r.value))
+		ns.store.stats.dataWrite.Add(dlen)
+		ns.store.stats.indexWrite.Add(ilen)
+		ns.datEnd, ns.datPrev = int64(r.off)+dlen, r.off
+		ns.idxEnd, ns.idxPrev = int64(r.idxOff)+ilen, r.idxOff
+		ns.indexSize += ilen
+		ns.nextEntry++
 		e := entry{
 			dataID: ns.curID, offset: r.off, length: uint32(len(r.value)), crc: r.crc, ts: ts,
 			idxID: ns.curID, idxOff: r.idxOff,
 		}
-		if seq {
+		switch {
+		case r.update:
+			if err := ns.batchSupersede(r, e); err != nil {
+				r.err, rerr = errWriteIndex, fmt.Errorf("rewrite index record of id %d: %w", r.slot, err)
+			}
+		case seq:
 			e.keyLen = 8
 			ns.seq = append(ns.seq, e)
-		} else {
+			ns.entries++
+			ns.dataSize += int64(len(r.value))
+		default:
 			e.keyLen = uint8(len(r.key))
 			ep := new(entry)
 			*ep = e
 			ns.keys[string(r.key)] = ep
+			ns.entries++
+			ns.dataSize += int64(len(r.value))
 		}
-		ns.entries++
-		ns.dataSize += int64(len(r.value))
+		if rerr != nil {
+			k = j + 1
+			break
+		}
+		ok++
 	}
-	ns.store.stats.dataWrite.Add(off - ns.datEnd)
-	ns.store.stats.indexWrite.Add(int64(len(ib)))
-	ns.datEnd, ns.datPrev = off, prev
-	ns.idxEnd, ns.idxPrev = ioff, iprev
-	ns.indexSize += int64(len(ib))
-	ns.nextEntry += uint64(k)
-	ns.written = true
-	ns.syncAfterWrite()
-	return k, nil
+	if ok > 0 {
+		ns.written = true
+		ns.syncAfterWrite()
+	}
+	return k, rerr
+}
+
+// batchSupersede is seqSupersede for an update whose data entry (e, with
+// the place of the copy of the old record as idxID/idxOff) and the copy
+// are already written: it rewrites the slot in place and updates memory
+// exactly as seqSupersede and setSeq do, including on failure.
+func (ns *Namespace) batchSupersede(r *setRequest, e entry) error {
+	slot := &ns.seq[r.slot]
+	cp := *slot
+	cp.flags |= flagDeleted
+	cp.idxID, cp.idxOff = e.idxID, e.idxOff
+	ns.dataSize -= int64(slot.length)
+	repl := e
+	repl.keyLen = 8
+	repl.idxID, repl.idxOff = slot.idxID, slot.idxOff
+	repl.parentID, repl.parentOff = cp.idxID, cp.idxOff
+	prev := ns.slotPrevious(slot)
+	ns.seq = append(ns.seq, cp)
+	slot = &ns.seq[r.slot]
+	if err := ns.rewriteIndex(&repl, r.id[:], prev); err != nil {
+		return err
+	}
+	*slot = repl
+	ns.dataSize += int64(len(r.value))
+	return nil
+}
+
+// repeatedSlot reports whether one of reqs updates sequential id slot.
+func repeatedSlot(reqs []setRequest, slot uint64) bool {
+	for i := range reqs {
+		if reqs[i].update && reqs[i].slot == slot {
+			return true
+		}
+	}
+	return false
 }
 
 // repeatedKey reports whether key is one of reqs' keys.

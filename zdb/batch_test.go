@@ -1,6 +1,7 @@
 package zdb
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
@@ -277,12 +278,28 @@ func TestKill9MidBatch(t *testing.T) {
 	setup := p.dial("unix")
 	expect(t, setup, "+OK", "NSNEW", "s")
 	expect(t, setup, "+OK", "NSSET", "s", "mode", "seq")
+	// ids 0..63 exist before the workers start; worker 4 updates them
+	const updated = 64
+	if err := setup.Select("s", ""); err != nil {
+		t.Fatal(err)
+	}
+	// sent[id]: every value given to id, in order; updAcked[id]: the index
+	// in sent[id] of the last acknowledged one
+	sent := make([][][]byte, updated)
+	updAcked := make([]int, updated)
+	for i := range sent {
+		v := []byte(fmt.Sprintf("initial-%d", i))
+		if _, err := setup.Set(nil, v); err != nil {
+			t.Fatal(err)
+		}
+		sent[i] = [][]byte{v}
+	}
 	var mu sync.Mutex
 	seqAcked := map[uint64][]byte{}
 	userAcked := map[string][]byte{}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for w := 0; w < 4; w++ {
+	for w := 0; w < 5; w++ {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
@@ -291,7 +308,7 @@ func TestKill9MidBatch(t *testing.T) {
 				return
 			}
 			defer c.Close()
-			if w%2 == 1 && c.Select("s", "") != nil {
+			if (w%2 == 1 || w == 4) && c.Select("s", "") != nil {
 				return
 			}
 			for round := 0; ; round++ {
@@ -306,7 +323,13 @@ func TestKill9MidBatch(t *testing.T) {
 				for j := range vals {
 					vals[j] = bytes.Repeat([]byte(fmt.Sprintf("%d-%d-%d;", w, round, j)), 100+(round*depth+j)%3000)
 					keys[j] = fmt.Sprintf("w%d-%d-%d", w, round, j)
-					if w%2 == 1 {
+					if w == 4 {
+						id := (round*depth + j) % updated
+						mu.Lock()
+						sent[id] = append(sent[id], vals[j])
+						mu.Unlock()
+						c.Send("SET", client.SeqKey(uint64(id)), vals[j])
+					} else if w%2 == 1 {
 						c.Send("SET", "", vals[j])
 					} else {
 						c.Send("SET", keys[j], vals[j])
@@ -321,7 +344,18 @@ func TestKill9MidBatch(t *testing.T) {
 						return
 					}
 					mu.Lock()
-					if w%2 == 1 {
+					if w == 4 {
+						id, _ := client.SeqID(r.Str)
+						if id != uint64((round*depth+j)%updated) {
+							mu.Unlock()
+							return
+						}
+						for n, v := range sent[id] {
+							if &v[0] == &vals[j][0] {
+								updAcked[id] = n
+							}
+						}
+					} else if w%2 == 1 {
 						id, _ := client.SeqID(r.Str)
 						seqAcked[id] = vals[j]
 					} else {
@@ -352,6 +386,19 @@ func TestKill9MidBatch(t *testing.T) {
 	if err := c.Select("s", ""); err != nil {
 		t.Fatal(err)
 	}
+	for id := range sent {
+		got, err := c.Get(client.SeqKey(uint64(id)))
+		if err != nil {
+			t.Fatalf("get updated id %d: %v", id, err)
+		}
+		found := false
+		for _, v := range sent[id][updAcked[id]:] {
+			found = found || bytes.Equal(got, v)
+		}
+		if !found {
+			t.Fatalf("id %d after kill -9: %d bytes, neither its last acknowledged value nor a later one", id, len(got))
+		}
+	}
 	var maxID uint64
 	for id, v := range seqAcked {
 		got, err := c.Get(client.SeqKey(id))
@@ -377,7 +424,14 @@ func TestKill9MidBatch(t *testing.T) {
 		live := checkFiles(t, filepath.Join(p.dir, "zdb-index", ns), filepath.Join(p.dir, "zdb-data", ns))
 		t.Logf("%s: %d live records", ns, live)
 	}
-	t.Logf("verified %d user keys and %d sequential ids", len(userAcked), len(seqAcked))
+	updates := 0
+	for id := range sent {
+		updates += updAcked[id]
+	}
+	if updates == 0 {
+		t.Fatalf("no update acknowledged")
+	}
+	t.Logf("verified %d user keys, %d sequential ids and %d acknowledged updates", len(userAcked), len(seqAcked), updates)
 }
 
 // Bytes read in place by readv are counted in INFO's network_rx like
@@ -413,4 +467,140 @@ func TestNetworkRxCountsPayloadsReadInPlace(t *testing.T) {
 	if got, want := rx()-before, int64(len(stream)+len(req("INFO"))); got != want {
 		t.Fatalf("network_rx grew by %d, want %d", got, want)
 	}
+}
+
+// seqPrep creates sequential namespace s holding n values (id i holds
+// value(i, sizes[i%len(sizes)])) before a stream runs.
+func seqPrep(t *testing.T, n int, sizes []int, props ...string) func(*zdbProc) {
+	return func(p *zdbProc) {
+		c := p.dial("unix")
+		expect(t, c, "+OK", "NSNEW", "s")
+		expect(t, c, "+OK", "NSSET", "s", "mode", "seq")
+		for i := 0; i+1 < len(props); i += 2 {
+			expect(t, c, "+OK", "NSSET", "s", props[i], props[i+1])
+		}
+		if err := c.Select("s", ""); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < n; i++ {
+			if _, err := c.Set(nil, []byte(value(i, sizes[i%len(sizes)]))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// Pipelined updates of existing sequential ids (what zdbfs sends when it
+// rewrites blocks) are batched and get the same replies and files as the
+// same requests one at a time: plain runs of updates, the same id twice
+// in a run, an update after a delete, unchanged values, an id given with
+// high bits set, unknown ids, updates mixed with new ids, crossing the
+// datasize rotation and reaching maxsize.
+func TestBatchedSeqUpdatesMatchOneByOne(t *testing.T) {
+	sizes := []int{131072, 4096, 100, 65536, 0, 30000}
+	flags := []string{"--datasize", "1M"}
+
+	// only updates: they must be batched
+	var reqs [][]byte
+	add := func(args ...string) { reqs = append(reqs, req(args...)) }
+	add("SELECT", "s")
+	for i := 0; i < 30; i++ {
+		add("SET", string(le64(uint64(i))), value(i+1, 131072))
+	}
+	one := runStream(t, reqs, false, flags, seqPrep(t, 30, sizes))
+	piped := runStream(t, reqs, true, flags, seqPrep(t, 30, sizes))
+	sameRuns(t, one, piped)
+	if piped.batches == 0 {
+		t.Errorf("no batch of updates in the pipelined run")
+	}
+	if len(one.jumps) == 0 {
+		t.Errorf("the updates did not cross a rotation")
+	}
+	t.Logf("updates only: %d batches, %d rotations", piped.batches, len(one.jumps))
+
+	// edge cases
+	reqs = nil
+	add("SELECT", "s")
+	for i := 0; i < 10; i++ {
+		add("SET", string(le64(uint64(i))), value(i+2, sizes[(i+1)%len(sizes)]))
+	}
+	add("SET", string(le64(11)), "a")
+	add("SET", string(le64(12)), "b")
+	add("SET", string(le64(11)), "c") // the same id twice in a run
+	add("SET", string(le64(13)), "d")
+	add("SET", string(le64(11)), "c") // unchanged value
+	add("SET", string(le64(14)), value(14, sizes[14%len(sizes)]))
+	add("SET", string(le64(15)), "e")
+	add("DEL", string(le64(16)))
+	add("SET", string(le64(16)), "f") // update after delete
+	add("SET", string(le64(17)), "g")
+	add("SET", string(le64(18|1<<40)), "h") // high bits ignored, as one by one
+	add("SET", string(le64(99999)), "i")    // Invalid key, only update authorized
+	add("SET", string(le64(19)), "j")
+	for i := 0; i < 40; i++ { // new ids and updates mixed, also of fresh ids
+		if i%3 == 0 {
+			add("SET", "", value(i, sizes[i%len(sizes)]))
+		} else {
+			add("SET", string(le64(uint64(20+i%15))), value(i+5, sizes[(i*7)%len(sizes)]))
+		}
+		if i%10 == 9 {
+			add("SET", string(le64(uint64(30+i))), "fresh")
+		}
+	}
+	add("SET", "abc", "x")
+	for i := 0; i < 60; i++ { // toward maxsize: No space left on some
+		add("SET", string(le64(uint64(i%40))), value(i+9, 60000+i))
+	}
+	for i := 0; i < 5; i++ {
+		add("SET", "", value(i, 200000))
+	}
+	add("DBSIZE")
+	add("GET", string(le64(11)))
+	add("GET", string(le64(18)))
+	prep := seqPrep(t, 40, sizes, "maxsize", "3000000")
+	one = runStream(t, reqs, false, flags, prep)
+	piped = runStream(t, reqs, true, flags, prep)
+	sameRuns(t, one, piped)
+	if piped.batches == 0 {
+		t.Errorf("no batch in the pipelined run")
+	}
+	var nospace, nils int
+	for _, r := range one.replies {
+		switch r {
+		case "-No space left on this namespace":
+			nospace++
+		case "(nil)", "$-1":
+			nils++
+		}
+	}
+	if nospace == 0 || nils == 0 {
+		t.Errorf("stream missed cases: %d no space, %d unchanged: %q", nospace, nils, one.replies)
+	}
+	t.Logf("edge cases: %d requests, %d batches, %d rotations", len(reqs), piped.batches, len(one.jumps))
+}
+
+// BenchmarkSetSeqUpdate128KUnix is zdbfs's rewrite path: 128 KiB values
+// replacing existing sequential ids (each id once per batch of 16, the
+// value changing every pass), over a unix socket.
+func BenchmarkSetSeqUpdate128KUnix(b *testing.B) {
+	c := inProcess(b, true, "--mode", "seq")
+	const ids = 256
+	vals := [2][]byte{bytes.Repeat([]byte("v"), 128<<10), bytes.Repeat([]byte("w"), 128<<10)}
+	r := bufio.NewReader(c)
+	for i := 0; i < ids; i++ {
+		if _, err := c.Write(req("SET", "", string(vals[0]))); err != nil {
+			b.Fatal(err)
+		}
+		if line, err := r.ReadString('\n'); err != nil || line != "$8\r\n" {
+			b.Fatalf("set %d: %q %v", i, line, err)
+		}
+		r.Discard(10)
+	}
+	b.SetBytes(128 << 10)
+	benchPipelined(b, c, func(dst []byte, i int) []byte {
+		dst = append(dst, "*3\r\n$3\r\nSET\r\n$8\r\n"...)
+		dst = binary.LittleEndian.AppendUint64(dst, uint64(i%ids))
+		dst = append(dst, "\r\n$131072\r\n"...)
+		return append(append(dst, vals[(i/ids+1)%2]...), "\r\n"...)
+	})
 }
