@@ -224,6 +224,22 @@ func (fs *FS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fu
 	return fuse.OK
 }
 
+// dropLink removes name, which links n, from directory p: n loses that link
+// (a directory loses all of them, and p the ".." link it held) and its
+// ctime. p.mu and n.mu held.
+func (fs *FS) dropLink(p, n *node, name string, t uint32) {
+	fs.removeName(p, name, t)
+	if n.isDir() {
+		n.attr.Links = 0
+		p.attr.Links = max(p.attr.Links-1, 2)
+	} else if n.attr.Links > 0 {
+		n.attr.Links--
+	}
+	n.linksAt = time.Now()
+	n.attr.Ctime = t
+	fs.markMeta(n)
+}
+
 // removeName takes name out of p; the caller holds treeMu and p.mu.
 func (fs *FS) removeName(p *node, name string, t uint32) {
 	p.dir.remove(name)
@@ -270,17 +286,7 @@ func (fs *FS) unlinkChild(h *fuse.InHeader, name string, wantDir bool) syscall.E
 		e = syscall.ENOTEMPTY
 	}
 	if e == 0 {
-		t := now()
-		fs.removeName(p, name, t)
-		if wantDir {
-			n.attr.Links = 0
-			p.attr.Links = max(p.attr.Links-1, 2)
-		} else if n.attr.Links > 0 {
-			n.attr.Links--
-		}
-		n.linksAt = time.Now()
-		n.attr.Ctime = t
-		fs.markMeta(n)
+		fs.dropLink(p, n, name, now())
 	}
 	n.mu.Unlock()
 	p.mu.Unlock()
@@ -376,16 +382,7 @@ func (fs *FS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName
 			dst.mu.Unlock()
 			return st(e)
 		}
-		fs.removeName(p2, newName, t)
-		if dst.isDir() {
-			dst.attr.Links = 0
-			p2.attr.Links = max(p2.attr.Links-1, 2)
-		} else if dst.attr.Links > 0 {
-			dst.attr.Links--
-		}
-		dst.linksAt = time.Now()
-		dst.attr.Ctime = t
-		fs.markMeta(dst)
+		fs.dropLink(p2, dst, newName, t)
 		dst.mu.Unlock()
 		defer fs.maybeReapLater(dst)
 	}
