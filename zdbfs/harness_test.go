@@ -126,21 +126,27 @@ func (s *stack) startZdb() {
 	args := append([]string{"zdb", "--socket", s.sock,
 		"--data", filepath.Join(s.dir, "data"), "--index", filepath.Join(s.dir, "index")}, s.zdbArgs...)
 	s.zdb = start(s.t, filepath.Join(s.dir, "zdb.log"), args...)
+	waitZdb(s.t, s.zdb, s.sock)
+}
+
+// waitZdb waits until the zdb p answers PING on its unix socket sock.
+func waitZdb(t *testing.T, p *proc, sock string) {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		if c, err := client.Dial("unix", s.sock, time.Second); err == nil {
+		if c, err := client.Dial("unix", sock, time.Second); err == nil {
 			err = c.Ping()
 			c.Close()
 			if err == nil {
 				return
 			}
 		}
-		if !s.zdb.alive() {
+		if !p.alive() {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	s.t.Fatalf("zdb did not come up:\n%s", s.zdb.output())
+	t.Fatalf("zdb did not come up:\n%s", p.output())
 }
 
 func mounted(mnt string) bool {

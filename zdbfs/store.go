@@ -122,6 +122,7 @@ func (ns *namespace) pipelineInto(n int, alloc func(i, size int) []byte, req fun
 		}
 		var locked []int
 		cur := 0
+		answered := 0 // todo[:answered] have their reply (or are in locked)
 		if alloc != nil {
 			c.SetBulkAlloc(func(size int) []byte { return alloc(cur, size) })
 		}
@@ -143,6 +144,7 @@ func (ns *namespace) pipelineInto(n int, alloc func(i, size int) []byte, req fun
 					if err != nil {
 						return err
 					}
+					answered++
 					if r.Kind == client.KindError && strings.HasPrefix(string(r.Str), "Namespace is temporarily locked") {
 						locked = append(locked, i)
 						continue
@@ -162,12 +164,15 @@ func (ns *namespace) pipelineInto(n int, alloc func(i, size int) []byte, req fun
 		}
 		if isTransport(err) {
 			// zdb went away (restart?): drop every pooled connection and
-			// resend on a new one; SETs of ids and GETs are idempotent
+			// resend what has no reply yet on a new one (SETs of ids and
+			// GETs are idempotent; a SET of a new id that zdb stored but
+			// did not answer is stored again under another id)
 			c.Close()
 			ns.close()
 			if time.Now().After(deadline) {
 				return err
 			}
+			todo = append(locked, todo[answered:]...)
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
