@@ -137,7 +137,6 @@ func run(o *Options, log *logrus.Entry) (err error) {
 		EnableSymlinkCaching: true,
 		DisableXAttrs:        false,
 		Debug:                o.Debug,
-		DirectMount:          os.Geteuid() == 0,
 		ExtraCapabilities:    fuse.CAP_PARALLEL_DIROPS | fuse.CAP_IOCTL_DIR,
 	}
 	if o.writeback() {
@@ -149,11 +148,40 @@ func run(o *Options, log *logrus.Entry) (err error) {
 	if o.ReadOnly {
 		mo.Options = append(mo.Options, "ro")
 	}
-	if o.AutoUnmount && !mo.DirectMount {
+	mo.Options = append(mo.Options, o.FuseOptions...)
+
+	// as root zdbfs mounts itself, to announce one-second times (mount.go)
+	direct := os.Geteuid() == 0
+	var rfs fuse.RawFileSystem = fs
+	served := o // go-fuse's view: the magic /dev/fd/N mountpoint
+	var sm *selfMount
+	if direct {
+		sm, err = mountSelf(o.Mountpoint, mo)
+		if err != nil {
+			log.Warnf("direct mount failed, mounting with fusermount3 (no one-second time granularity): %v", err)
+			direct = false
+		} else {
+			rfs = initHook{FS: fs, m: sm}
+			c := *o
+			c.Mountpoint = sm.fdPath()
+			served = &c
+		}
+	}
+	if o.AutoUnmount && !direct {
 		mo.Options = append(mo.Options, "auto_unmount")
 	}
-	mo.Options = append(mo.Options, o.FuseOptions...)
-	srv, procs, err := newServer(fs, o, mo)
+	srv, procs, err := newServer(rfs, served, mo)
+	if sm != nil {
+		if err == nil {
+			err = sm.err // initHook.Init ran after the hand-off ended
+		}
+		if err != nil {
+			sm.abort()
+			if sm.err != nil {
+				err = sm.err // the cause, rather than go-fuse's view of it
+			}
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("mount %q: %w", o.Mountpoint, err)
 	}
@@ -162,7 +190,7 @@ func run(o *Options, log *logrus.Entry) (err error) {
 		return fmt.Errorf("mount %q: %w", o.Mountpoint, err)
 	}
 	tuneBDI(o, log)
-	if o.AutoUnmount && mo.DirectMount {
+	if o.AutoUnmount && direct {
 		w, err := startWatchdog(o.Mountpoint)
 		if err != nil {
 			log.Warnf("auto_unmount: %v", err)
@@ -178,8 +206,8 @@ func run(o *Options, log *logrus.Entry) (err error) {
 	go func() {
 		s := <-sig
 		log.WithField("signal", s.String()).Info("unmounting")
-		unmount := srv.Unmount
-		if mo.DirectMount {
+		unmount := srv.Unmount // fusermount3 -u
+		if direct {
 			unmount = func() error { return syscall.Unmount(o.Mountpoint, 0) }
 		}
 		for deadline := time.Now().Add(5 * time.Second); ; {
