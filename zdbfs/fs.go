@@ -59,6 +59,8 @@ type FS struct {
 	dirs    map[uint64]*dirHandle
 	nextDir uint64
 
+	pages pageStore // stores into the kernel's page cache (read_store.go)
+
 	stats stats
 }
 
@@ -192,6 +194,10 @@ func (fs *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.Attr
 	n, e := fs.node(in.NodeId)
 	if e != 0 {
 		return st(e)
+	}
+	if in.Valid&fuse.FATTR_SIZE != 0 {
+		// no page cache store runs or lands across a size change
+		defer fs.pages.hold()()
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -13,18 +13,25 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) f
 	if e != 0 {
 		return st(e)
 	}
+	// before the handle exists: stores in flight finish first
+	fs.pages.opened(n.ino, in.Flags)
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.isDir() {
-		return fuse.Status(syscall.EISDIR)
+	switch {
+	case n.isDir():
+		e = syscall.EISDIR
+	case n.reaped:
+		e = syscall.ENOENT
+	default:
+		if n.cache == nil {
+			n.cache = map[uint32]*block{}
+		}
+		n.opens++
 	}
-	if n.reaped {
-		return fuse.ENOENT
+	n.mu.Unlock()
+	if e != 0 {
+		fs.pages.closed(n.ino, in.Flags)
+		return st(e)
 	}
-	if n.cache == nil {
-		n.cache = map[uint32]*block{}
-	}
-	n.opens++
 	out.Fh = n.ino
 	out.OpenFlags = fs.openFlags()
 	return fuse.OK
@@ -41,6 +48,7 @@ func (fs *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 		n.opens--
 	}
 	n.mu.Unlock()
+	fs.pages.closed(n.ino, in.Flags)
 	fs.maybeReap(n)
 }
 
@@ -56,10 +64,17 @@ func (fs *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.Re
 		n.cache = map[uint32]*block{}
 	}
 	k, e := fs.readAt(n, buf[:min(len(buf), int(in.Size))], in.Offset)
+	var job *storeJob
+	if e == 0 {
+		job = fs.storeRest(n, in.Offset, uint64(k))
+	}
 	n.mu.Unlock()
 	fs.evict()
 	if e != 0 {
 		return nil, st(e)
+	}
+	if job != nil {
+		go fs.store(job)
 	}
 	fs.add(&fs.stats.readBytes, uint64(k))
 	return fuse.ReadResultData(buf[:k]), fuse.OK

@@ -133,6 +133,7 @@ func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out
 	n.mu.Lock()
 	n.opens++
 	n.mu.Unlock()
+	fs.pages.opened(n.ino, in.Flags)
 	out.Fh = n.ino
 	out.OpenFlags = fs.openFlags()
 	return fuse.OK
@@ -164,6 +165,7 @@ func (fs *FS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.Creat
 	fs.nodes[ino] = n
 	fs.nodesMu.Unlock()
 	fs.markMeta(n)
+	fs.pages.opened(ino, in.Flags)
 	fs.fillEntry(n, &out.EntryOut)
 	out.Fh = ino
 	out.OpenFlags = fs.openFlags()

@@ -154,15 +154,22 @@ func requestCounts(t *testing.T, mnt string) (setattr, write uint64) {
 }
 
 // TestSmallFileRequests checks the requests a shell's `printf ... >file`
-// costs: with the writeback cache the kernel writes the page and the times
-// back at close (one WRITE and one SETATTR per file); with nowriteback the
-// write(2) itself is the WRITE and close sends no SETATTR.
+// costs: with the writeback cache the kernel writes the page back at close
+// (one WRITE per file), and the times too (one SETATTR per file) unless
+// zdbfs mounted itself (as root) and announced one-second timestamps: then
+// only a file written in a later second than it was created costs one.
+// With nowriteback the write(2) itself is the WRITE and close sends no
+// SETATTR.
 func TestSmallFileRequests(t *testing.T) {
 	const files = 20
+	var writeback uint64 = files
+	if os.Geteuid() == 0 {
+		writeback = 0
+	}
 	for _, c := range []struct {
 		opt         string
 		wantSetattr uint64
-	}{{"", files}, {"nowriteback", 0}} {
+	}{{"", writeback}, {"nowriteback", 0}} {
 		t.Run("opts="+c.opt, func(t *testing.T) {
 			s := newStack(t)
 			if c.opt != "" {
@@ -177,7 +184,11 @@ func TestSmallFileRequests(t *testing.T) {
 				}
 			}
 			set1, write1 := requestCounts(t, s.mnt)
-			if set1-set0 != c.wantSetattr || write1-write0 != files {
+			slack := uint64(0)
+			if c.wantSetattr == 0 && c.opt == "" {
+				slack = files / 4 // files that straddled a second
+			}
+			if set1-set0 < c.wantSetattr || set1-set0 > c.wantSetattr+slack || write1-write0 != files {
 				t.Errorf("%d files: %d SETATTR and %d WRITE requests, want %d and %d",
 					files, set1-set0, write1-write0, c.wantSetattr, files)
 			}

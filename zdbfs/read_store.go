@@ -1,0 +1,164 @@
+package zdbfs
+
+import (
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// Handing fetched blocks to the kernel's page cache (FUSE_NOTIFY_STORE).
+//
+// A READ smaller than a block (random reads) makes zdbfs fetch the whole
+// block from zdb but answer only the pages asked for: the next READ
+// elsewhere in the block costs another round trip, and another fetch once
+// the block has left zdbfs's cache. So when a block is read partially for
+// the second time (the access pattern shows reuse; a single pass over a
+// large file never pays for it), zdbfs also stores the rest of the block
+// into the kernel's page cache, where later reads of those pages cost no
+// request at all.
+//
+// The kernel copies stored data over whatever its cache holds, dirty pages
+// included, and extends the file if the data reaches past its end. So a
+// store happens only while no handle open for writing exists on the inode
+// (a writer's dirty pages are written back at close, before its RELEASE),
+// and only if nothing was opened or closed for writing and nothing was
+// truncated since the block was copied (a generation counter). Both are
+// checked under pageStore.mu, which opening or closing for writing and
+// truncating take exclusively, so a store in flight is in the page cache
+// before a writer's OPEN is answered. Stores run in their own goroutine
+// once the READ is answered: the kernel keeps that READ's pages locked
+// until then, and a store waits for locked pages.
+
+// seenBits sizes the table of recently read blocks (2^seenBits keys).
+const seenBits = 14
+
+// pageStore is the bookkeeping of page cache stores.
+type pageStore struct {
+	mu      sync.RWMutex
+	writers map[uint64]int // handles open for writing, per inode
+	gen     atomic.Uint64  // bumped by write opens and closes and truncates
+	// seen holds (inode, block) keys of recent partial READs, one per
+	// slot: a hit means the block is read again
+	seen [1 << seenBits]atomic.Uint64
+}
+
+// storeJob is the rest of one block, to be stored once the READ is answered.
+type storeJob struct {
+	ino  uint64
+	gen  uint64
+	runs []pageRun
+}
+
+// pageRun is data for the page cache at off.
+type pageRun struct {
+	off  uint64
+	data []byte
+}
+
+func isWrite(openFlags uint32) bool {
+	return openFlags&syscall.O_ACCMODE != syscall.O_RDONLY
+}
+
+// opened records a handle of ino opened with flags.
+func (p *pageStore) opened(ino uint64, flags uint32) {
+	if !isWrite(flags) {
+		return
+	}
+	p.mu.Lock()
+	if p.writers == nil {
+		p.writers = map[uint64]int{}
+	}
+	p.writers[ino]++
+	p.gen.Add(1)
+	p.mu.Unlock()
+}
+
+// closed records the release of a handle of ino opened with flags.
+func (p *pageStore) closed(ino uint64, flags uint32) {
+	if !isWrite(flags) {
+		return
+	}
+	p.mu.Lock()
+	if p.writers[ino] > 1 {
+		p.writers[ino]--
+	} else {
+		delete(p.writers, ino)
+	}
+	p.gen.Add(1)
+	p.mu.Unlock()
+}
+
+// hold keeps stores out until the returned function runs: for a size
+// change, during which no store may run and after which none copied
+// before it may land.
+func (p *pageStore) hold() (release func()) {
+	p.mu.Lock()
+	return func() {
+		p.gen.Add(1)
+		p.mu.Unlock()
+	}
+}
+
+// again reports whether block idx of ino was read partially not long ago,
+// and remembers that it is read now.
+func (p *pageStore) again(ino uint64, idx uint32) bool {
+	key := ino<<32 | uint64(idx) // ids are 32-bit, and ino > 0
+	slot := &p.seen[(key*0x9e3779b97f4a7c15)>>(64-seenBits)]
+	if slot.Load() == key {
+		return true
+	}
+	slot.Store(key)
+	return false
+}
+
+// storeRest returns the job that stores the cached rest of the block read
+// by a READ of [off, off+k), when the block is read again, k is less than
+// a block and the READ stays inside it; n.mu held.
+func (fs *FS) storeRest(n *node, off, k uint64) *storeJob {
+	if fs.opts.NoCache || fs.server == nil || k == 0 || k >= blockSize {
+		return nil
+	}
+	idx := uint32(off / blockSize)
+	if uint32((off+k-1)/blockSize) != idx || !fs.pages.again(n.ino, idx) {
+		return nil
+	}
+	b := n.cache[idx]
+	if b == nil || b.sending != nil {
+		return nil
+	}
+	job := &storeJob{ino: n.ino, gen: fs.pages.gen.Load()}
+	start := uint64(idx) * blockSize
+	end := min(start+blockSize, n.attr.Size)
+	const page = 4096
+	lo, hi := off&^(page-1), min((off+k+page-1)&^(page-1), end)
+	piece := func(from, to uint64) {
+		if from >= to {
+			return
+		}
+		d := make([]byte, to-from)
+		if from-start < uint64(len(b.data)) {
+			copy(d, b.data[from-start:])
+		}
+		job.runs = append(job.runs, pageRun{off: from, data: d})
+	}
+	piece(start, lo)
+	piece(hi, end)
+	if len(job.runs) == 0 {
+		return nil
+	}
+	return job
+}
+
+// store hands job to the kernel unless a writer appeared or the file
+// changed since it was copied.
+func (fs *FS) store(job *storeJob) {
+	fs.pages.mu.RLock()
+	defer fs.pages.mu.RUnlock()
+	if fs.pages.writers[job.ino] > 0 || fs.pages.gen.Load() != job.gen {
+		return
+	}
+	for _, r := range job.runs {
+		// ENOENT: the kernel forgot the inode meanwhile; nothing to do
+		fs.server.InodeNotifyStoreCache(job.ino, int64(r.off), r.data)
+	}
+}

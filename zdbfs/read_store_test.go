@@ -1,0 +1,179 @@
+package zdbfs
+
+import (
+	"bytes"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// dropPages drops the kernel's clean cached pages of path.
+func dropPages(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	must(t, err)
+	defer f.Close()
+	must(t, unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED))
+}
+
+// resident reports which pages of path are in the kernel's page cache.
+func resident(t *testing.T, path string, size int) []bool {
+	t.Helper()
+	f, err := os.Open(path)
+	must(t, err)
+	defer f.Close()
+	m, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ, unix.MAP_SHARED)
+	must(t, err)
+	defer unix.Munmap(m)
+	vec := make([]byte, (size+4095)/4096)
+	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(size), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+		t.Fatalf("mincore %s: %v", path, e)
+	}
+	out := make([]bool, len(vec))
+	for i, v := range vec {
+		out[i] = v&1 != 0
+	}
+	return out
+}
+
+// readPage reads one page at off through a descriptor that asks the
+// kernel for no read-ahead, so that the READ covers that page only.
+func readPage(t *testing.T, path string, off int64) []byte {
+	t.Helper()
+	f, err := os.Open(path)
+	must(t, err)
+	defer f.Close()
+	must(t, unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_RANDOM))
+	b := make([]byte, 4096)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestPageStoreAfterSecondRead checks that a block read partially a second
+// time is handed whole to the kernel's page cache, with the right bytes,
+// and that a block read once is not.
+func TestPageStoreAfterSecondRead(t *testing.T) {
+	s := newStack(t)
+	s.mount()
+	path := filepath.Join(s.mnt, "f")
+	data := make([]byte, 4*blockSize)
+	rand.New(rand.NewSource(7)).Read(data)
+	must(t, os.WriteFile(path, data, 0o644))
+	dropPages(t, path)
+
+	// block 1 is read once, block 2 twice (a page each time)
+	readPage(t, path, blockSize+8192)
+	readPage(t, path, 2*blockSize+8192)
+	dropPages(t, path)
+	if got := readPage(t, path, 2*blockSize+65536); !bytes.Equal(got, data[2*blockSize+65536:][:4096]) {
+		t.Fatal("second read of block 2 returned wrong bytes")
+	}
+	pages := blockSize / 4096
+	var res []bool
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		res = resident(t, path, len(data))
+		all := true
+		for _, r := range res[2*pages : 3*pages] {
+			all = all && r
+		}
+		if all {
+			break
+		}
+	}
+	for p := 2 * pages; p < 3*pages; p++ {
+		if !res[p] {
+			t.Fatalf("page %d of block 2 is not in the page cache after the second read", p)
+		}
+	}
+	for p := pages; p < 2*pages; p++ {
+		if res[p] && p != pages+2 {
+			t.Fatalf("page %d of block 1, read once, is in the page cache", p)
+		}
+	}
+	// the stored pages hold the file's bytes
+	got, err := os.ReadFile(path)
+	must(t, err)
+	if !bytes.Equal(got, data) {
+		t.Fatal("file reads back different after the page cache store")
+	}
+}
+
+// TestPageStoreNeverStale races page cache stores against writers and
+// truncates: whatever the interleaving, the file must read back as the
+// last writer left it, and a truncate must not be undone.
+func TestPageStoreNeverStale(t *testing.T) {
+	s := newStack(t)
+	s.mount()
+	path := filepath.Join(s.mnt, "f")
+	const size = 8 * blockSize
+	must(t, os.WriteFile(path, bytes.Repeat([]byte{0}, size), 0o644))
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for r := 0; r < 2; r++ {
+		wg.Add(1)
+		go func(seed int64) {
+			defer wg.Done()
+			rng := rand.New(rand.NewSource(seed))
+			f, err := os.Open(path)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer f.Close()
+			unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_RANDOM)
+			b := make([]byte, 4096)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				f.ReadAt(b, int64(rng.Intn(size/4096))*4096)
+				if rng.Intn(8) == 0 {
+					unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+				}
+			}
+		}(int64(r))
+	}
+	defer func() { close(stop); wg.Wait() }()
+
+	for round := 1; round <= 60; round++ {
+		want := bytes.Repeat([]byte{byte(round)}, size)
+		if round%3 == 0 {
+			// a truncate down without a handle, then back up by a writer
+			must(t, os.Truncate(path, blockSize+100))
+			time.Sleep(time.Millisecond)
+			if fi, err := os.Stat(path); err != nil || fi.Size() != blockSize+100 {
+				t.Fatalf("round %d: size after truncate: %v %v", round, fi.Size(), err)
+			}
+		}
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		must(t, err)
+		// rewrite a page in every block, then the rest
+		for off := int64(0); off < size; off += blockSize {
+			_, err := f.WriteAt(want[:4096], off+4096)
+			must(t, err)
+		}
+		_, err = f.WriteAt(want, 0)
+		must(t, err)
+		must(t, f.Close())
+		time.Sleep(2 * time.Millisecond) // let stores copied before the close try to land
+		got, err := os.ReadFile(path)
+		must(t, err)
+		if len(got) != size {
+			t.Fatalf("round %d: file is %d bytes, want %d", round, len(got), size)
+		}
+		if i := bytes.IndexFunc(got, func(r rune) bool { return r != rune(round) }); i >= 0 {
+			t.Fatalf("round %d: byte %d reads %d, the last writer wrote %d", round, i, got[i], round)
+		}
+	}
+}
