@@ -12,6 +12,7 @@ import (
 	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/qsfs/qsfs/internal/testbin"
 	"golang.org/x/sys/unix"
 )
 
@@ -333,4 +334,52 @@ func TestHandoff(t *testing.T) {
 			t.Error("hand-off without a reply succeeded")
 		}
 	})
+}
+
+// TestAbortDirectMount mounts for real and abandons the mount before
+// go-fuse answers FUSE_INIT, as run does when go-fuse fails: the mount
+// goes away and the hand-off reports why.
+func TestAbortDirectMount(t *testing.T) {
+	needFuse(t)
+	dir := t.TempDir()
+	mo := &fuse.MountOptions{Name: "zdbfs", FsName: fmt.Sprintf("zdbfs-abort-%d", os.Getpid()), MaxWrite: 1 << 20}
+	m, err := mountSelf(dir, mo)
+	must(t, err)
+	t.Cleanup(func() {
+		unix.Close(m.theirs)
+		if mounted(dir) {
+			syscall.Unmount(dir, syscall.MNT_DETACH)
+		}
+	})
+	if !mounted(dir) {
+		t.Fatal("mountSelf returned without a mount")
+	}
+	// go-fuse's end gets the kernel's INIT
+	buf := make([]byte, 64<<10)
+	n, err := unix.Read(m.theirs, buf)
+	must(t, err)
+	if n < inHeaderSize || (*fuse.InHeader)(unsafe.Pointer(&buf[0])).Opcode != opInit {
+		t.Fatalf("go-fuse's end got %d bytes %x, want FUSE_INIT", n, buf[:min(n, 16)])
+	}
+	m.abort()
+	if mounted(dir) {
+		t.Error("mount left after abort")
+	}
+	if m.err == nil {
+		t.Error("abandoned hand-off reports no error")
+	}
+}
+
+// TestDirectMountFails checks that zdbfs exits with an error, and leaves no
+// mount, when it cannot mount.
+func TestDirectMountFails(t *testing.T) {
+	s := newStack(t)
+	mnt := filepath.Join(s.dir, "missing")
+	out, err := exec.Command(testbin.Path(t), "zdbfs", "-o", "autons,unix="+s.sock, mnt).CombinedOutput()
+	if err == nil {
+		t.Fatalf("zdbfs mounted a missing directory:\n%s", out)
+	}
+	if !strings.Contains(string(out), "mount") || mounted(mnt) {
+		t.Errorf("zdbfs failed with %v, mounted %v:\n%s", err, mounted(mnt), out)
+	}
 }
