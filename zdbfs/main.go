@@ -6,7 +6,8 @@
 //
 // It owns the command line, the connection pools to zdb (through
 // zdb/client only), the in-memory inode, directory and block caches, the
-// ordered write-back to zdb and the FUSE operations (go-fuse raw API). It
+// ordered write-back to zdb, the FUSE operations (go-fuse raw API) and, as
+// root, the FUSE mount itself (mount.go: one-second time granularity). It
 // does not own zdb itself, nor the namespaces' lifecycle beyond -o autons.
 //
 // Caching and errors: names, attributes and data are cached by the kernel
