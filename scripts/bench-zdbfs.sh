@@ -164,6 +164,21 @@ row() {
 	echo "| $1 | $mn ($(range "${n[@]}")) | $mz ($(range "${z[@]}")) | **$ratio** |"
 }
 
+# idle_note: how this machine's idle CPUs wake up, which bounds every FUSE
+# round trip between two CPUs (small-file creation above all)
+idle_note() {
+	local drv poll=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+	drv=$(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null) || return 0
+	if [[ $drv == haltpoll && -r $poll ]]; then
+		echo
+		echo "CPU idle: cpuidle driver haltpoll, guest_halt_poll_ns = $(cat $poll)."
+		if [[ $(cat $poll) == 0 ]]; then
+			echo "With guest halt polling off, an idle vCPU halts at once and every wake-up from the other vCPU is a VM exit:"
+			echo "each FUSE request pays two. See docs/zdbfs.md (small files) for what this costs."
+		fi
+	fi
+}
+
 cat <<MD
 ## zdbfs
 
@@ -194,4 +209,5 @@ after every test, so nobody pays for the previous test's write-back. Cold reads 
 own block cache (\`cachesize\`, default 64 MiB) is not dropped. 4 KiB files are written by a shell loop without
 forking (\`printf\` builtin) into a fresh directory per round. fio: 512 MiB file, psync, iodepth 1, ${FIO_RUNTIME} s
 time-based, buffered.
+$(idle_note)
 MD
