@@ -208,6 +208,8 @@ official zdbfs and zdb without \`--sync\`), while native \`fsync\` waits for the
 after every test, so nobody pays for the previous test's write-back. Cold reads drop the kernel caches; zdbfs's
 own block cache (\`cachesize\`, default 64 MiB) is not dropped. 4 KiB files are written by a shell loop without
 forking (\`printf\` builtin) into a fresh directory per round. fio: 512 MiB file, psync, iodepth 1, ${FIO_RUNTIME} s
-time-based, buffered.
+time-based, buffered. A random 4 KiB read fetches a whole 128 KiB block from zdb; from the second partial read of a
+block on, zdbfs also hands the rest of it to the kernel's page cache, so random reads over a file that fits in
+memory turn into page cache hits within the run (natively every 4 KiB page is read from disk once).
 $(idle_note)
 MD
