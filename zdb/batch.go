@@ -55,7 +55,8 @@ func (c *session) batchable(args [][]byte) bool {
 // runBatch runs the SET just read together with the requests the client
 // has already sent after it. Requests are read while more bytes are
 // buffered (the same condition under which replies are held back without
-// batching) and the next one is a SET; a request of another kind, or a
+// batching), the next one is a SET, and the argument chunks lent out by
+// the server stay below maxLentBatch; a request of another kind, or a
 // read error, ends the batch and is handled after the SETs.
 func (c *session) runBatch() {
 	var readErr error
@@ -63,7 +64,8 @@ func (c *session) runBatch() {
 	// each payload's checksum is computed as soon as it is read, while it
 	// is still in the CPU cache
 	c.crcs = append(c.crcs[:0], crc32c(c.rr.request(0)[2]))
-	for c.rr.held() < maxBatch && c.rr.heldBytes() < maxBatchBytes && c.r.buffered() > 0 {
+	for c.rr.held() < maxBatch && c.rr.heldBytes() < maxBatchBytes && c.r.buffered() > 0 &&
+		c.rr.pool.lentBytes() < maxLentBatch {
 		args, err := c.rr.readNext()
 		if err != nil {
 			readErr = err

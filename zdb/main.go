@@ -146,15 +146,23 @@ func (s *Server) closeNamespaces(crashed bool) {
 	}
 }
 
-// housekeeping runs --rotate and --synctime in the background.
+// trimEvery is how often (in housekeeping ticks, seconds) the argument
+// chunks that stayed unused are dropped.
+const trimEvery = 10
+
+// housekeeping runs --rotate and --synctime in the background, and trims
+// the argument chunk pool.
 func (s *Server) housekeeping(stop <-chan struct{}) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	for {
+	for tick := 1; ; tick++ {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
+		}
+		if tick%trimEvery == 0 {
+			s.args.trim()
 		}
 		for _, ns := range s.store.All() {
 			ns.mu.Lock()

@@ -13,7 +13,10 @@ const (
 	// maxRequest bounds one request's arguments together (official has no
 	// such bound; no client sends more than a few 8 MiB values at once)
 	maxRequest = 64 << 20
-	// keepBuf is the largest argument buffer kept between requests
+	// ownChunkSize is each connection's own argument chunk, enough for
+	// requests without a large value
+	ownChunkSize = 4 << 10
+	// keepBuf is the largest scratch buffer kept between requests
 	keepBuf = 4 << 20
 )
 
@@ -38,19 +41,33 @@ var (
 
 // requestReader parses RESP2 multi-bulk requests. read returns one
 // request; readNext appends the next one to those already held, so a
-// pipelined batch can be kept together (arguments are stored as offsets
-// into one buffer and rebuilt with request once reading is done). Returned
-// arguments alias the internal buffer until the next read or readNext.
+// pipelined batch can be kept together (arguments are stored as places in
+// chunks and rebuilt with request once reading is done). Arguments are
+// read into the connection's own small chunk while they fit, else into
+// chunks lent by the server-wide pool (or, for one larger than a chunk, a
+// buffer of its own); read gives them all back before reading on, so an
+// idle connection holds no chunk. Returned arguments alias the chunks
+// until the next read or readNext.
 type requestReader struct {
-	r    *connReader
-	buf  []byte
-	offs []int // start and end of every held argument in buf
-	reqs []int // index in offs of each held request's first argument
-	args [][]byte
+	r      *connReader
+	pool   *chunkPool
+	chunks [][]byte // the held arguments' chunks: the own one, then lent ones
+	offs   []argRef // where every held argument lies
+	reqs   []int    // index in offs of each held request's first argument
+	bytes  int      // size of the held arguments
+	args   [][]byte
 }
 
+// argRef is one held argument: chunks[chunk][start:end].
+type argRef struct {
+	chunk      int32
+	start, end int32
+}
+
+// newRequestReader reads requests from r with a pool of its own; the
+// server gives its connections its shared pool instead.
 func newRequestReader(r *connReader) *requestReader {
-	return &requestReader{r: r, buf: make([]byte, 0, 4096)}
+	return &requestReader{r: r, pool: new(chunkPool), chunks: [][]byte{make([]byte, 0, ownChunkSize)}}
 }
 
 // readLine returns one CRLF-terminated line without its terminator.
@@ -98,25 +115,38 @@ func parseLen(b []byte) (int, bool) {
 }
 
 // read returns the next request's arguments, a *protoError for a request
-// to answer with an error, or an io error. It drops the held requests.
+// to answer with an error, or an io error. It drops the held requests and
+// gives their lent chunks back first.
 func (rr *requestReader) read() ([][]byte, error) {
-	if cap(rr.buf) > keepBuf {
-		rr.buf = make([]byte, 0, 4096)
-	} else {
-		rr.buf = rr.buf[:0]
-	}
+	rr.release(1, 0)
 	rr.offs = rr.offs[:0]
 	rr.reqs = rr.reqs[:0]
+	rr.bytes = 0
 	return rr.readNext()
+}
+
+// release keeps the first n chunks, the last of them truncated to used
+// bytes, and gives the others back to the pool.
+func (rr *requestReader) release(n, used int) {
+	for i := n; i < len(rr.chunks); i++ {
+		rr.pool.put(rr.chunks[i])
+		rr.chunks[i] = nil
+	}
+	rr.chunks = rr.chunks[:n]
+	rr.chunks[n-1] = rr.chunks[n-1][:used]
+	// no stale argument keeps a chunk alive once the pool dropped it
+	clear(rr.args[:cap(rr.args)])
 }
 
 // readNext reads one more request and holds it with the previous ones;
 // errors are those of read, and a request that fails is not held.
 func (rr *requestReader) readNext() ([][]byte, error) {
-	bufStart, offStart := len(rr.buf), len(rr.offs)
+	nChunks, used := len(rr.chunks), len(rr.chunks[len(rr.chunks)-1])
+	offStart, nbytes := len(rr.offs), rr.bytes
 	args, err := rr.readOne()
 	if err != nil {
-		rr.buf, rr.offs = rr.buf[:bufStart], rr.offs[:offStart]
+		rr.release(nChunks, used)
+		rr.offs, rr.bytes = rr.offs[:offStart], nbytes
 		return nil, err
 	}
 	rr.reqs = append(rr.reqs, offStart)
@@ -127,7 +157,22 @@ func (rr *requestReader) readNext() ([][]byte, error) {
 func (rr *requestReader) held() int { return len(rr.reqs) }
 
 // heldBytes returns the size of the held arguments.
-func (rr *requestReader) heldBytes() int { return len(rr.buf) }
+func (rr *requestReader) heldBytes() int { return rr.bytes }
+
+// lentBytes returns the capacity of the chunks this reader holds from the
+// pool (0 between requests).
+func (rr *requestReader) lentBytes() int {
+	n := 0
+	for _, c := range rr.chunks[1:] {
+		n += cap(c)
+	}
+	return n
+}
+
+// arg returns held argument ref.
+func (rr *requestReader) arg(ref argRef) []byte {
+	return rr.chunks[ref.chunk][ref.start:ref.end:ref.end]
+}
 
 // request returns the arguments of held request i (valid until the next
 // read, readNext or request call).
@@ -137,10 +182,23 @@ func (rr *requestReader) request(i int) [][]byte {
 		end = rr.reqs[i+1]
 	}
 	rr.args = rr.args[:0]
-	for j := rr.reqs[i]; j < end; j += 2 {
-		rr.args = append(rr.args, rr.buf[rr.offs[j]:rr.offs[j+1]:rr.offs[j+1]])
+	for _, ref := range rr.offs[rr.reqs[i]:end] {
+		rr.args = append(rr.args, rr.arg(ref))
 	}
 	return rr.args
+}
+
+// room returns n bytes of free space at the end of the last chunk, taking
+// a new chunk from the pool when it has less.
+func (rr *requestReader) room(n int) (int, []byte) {
+	ci := len(rr.chunks) - 1
+	c := rr.chunks[ci]
+	if cap(c)-len(c) < n {
+		c = rr.pool.get(n)
+		rr.chunks = append(rr.chunks, c)
+		ci++
+	}
+	return ci, c[len(c) : len(c)+n]
 }
 
 func (rr *requestReader) readOne() ([][]byte, error) {
@@ -188,24 +246,25 @@ func (rr *requestReader) readOne() ([][]byte, error) {
 			}
 			continue
 		}
-		start := len(rr.buf)
-		rr.buf = grow(rr.buf, n+2)
+		ci, dst := rr.room(n + 2)
 		// the payload and its CRLF land in place, not through the read buffer
-		if err := rr.r.readFull(rr.buf[start : start+n+2]); err != nil {
+		if err := rr.r.readFull(dst); err != nil {
 			return nil, eofToUnexpected(err)
 		}
-		if rr.buf[start+n] != '\r' || rr.buf[start+n+1] != '\n' {
+		if dst[n] != '\r' || dst[n+1] != '\n' {
 			return nil, errMalformed
 		}
-		rr.buf = rr.buf[:start+n]
-		rr.offs = append(rr.offs, start, start+n)
+		start := len(rr.chunks[ci])
+		rr.chunks[ci] = rr.chunks[ci][:start+n]
+		rr.offs = append(rr.offs, argRef{chunk: int32(ci), start: int32(start), end: int32(start + n)})
+		rr.bytes += n
 	}
 	if perr != nil {
 		return nil, perr
 	}
 	rr.args = rr.args[:0]
-	for i := offStart; i < len(rr.offs); i += 2 {
-		rr.args = append(rr.args, rr.buf[rr.offs[i]:rr.offs[i+1]:rr.offs[i+1]])
+	for _, ref := range rr.offs[offStart:] {
+		rr.args = append(rr.args, rr.arg(ref))
 	}
 	return rr.args, nil
 }

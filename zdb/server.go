@@ -28,6 +28,10 @@ type Server struct {
 	bootTime    time.Time
 	listeners   []net.Listener
 
+	// args lends the connections the chunks their request payloads are
+	// read into
+	args chunkPool
+
 	clientsMu sync.Mutex
 	clients   map[*session]struct{}
 	waiters   waitRegistry
@@ -116,6 +120,10 @@ type session struct {
 	closeConn bool
 }
 
+// maxIdleScratch is the largest scratch buffer a connection keeps once it
+// has answered everything its client sent.
+const maxIdleScratch = 64 << 10
+
 type countingConn struct {
 	net.Conn
 	rx, tx *atomic.Int64
@@ -148,6 +156,7 @@ func (s *Server) handle(nc net.Conn) {
 	}
 	c.rw.w = c.w
 	c.rr = newRequestReader(c.r)
+	c.rr.pool = &s.args
 	s.clientsMu.Lock()
 	s.clients[c] = struct{}{}
 	s.clientsMu.Unlock()
@@ -156,6 +165,7 @@ func (s *Server) handle(nc net.Conn) {
 		delete(s.clients, c)
 		s.clientsMu.Unlock()
 		nc.Close()
+		c.rr.release(1, 0) // the chunks of requests left unanswered
 	}()
 	defer func() {
 		if r := recover(); r != nil {
@@ -166,6 +176,10 @@ func (s *Server) handle(nc net.Conn) {
 		if c.r.buffered() == 0 {
 			if err := c.w.Flush(); err != nil {
 				return
+			}
+			// the client sent nothing more: no large buffer kept while idle
+			if cap(c.scratch) > maxIdleScratch {
+				c.scratch = nil
 			}
 		}
 		args, err := c.rr.read()
