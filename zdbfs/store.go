@@ -93,7 +93,9 @@ func isTransport(err error) bool {
 // pipeline sends n requests built by req on one connection and hands each
 // reply to got. Replies that say the namespace is temporarily locked are
 // retried every 100 ms, as 0-db-fs does. After a transport error the
-// requests are resent on new connections for up to reconnectWindow.
+// requests without a reply are resent on new connections for up to
+// reconnectWindow. The first error got returns is pipeline's error, also
+// when the connection broke after it.
 func (ns *namespace) pipeline(n int, req func(i int) []any, got func(i int, r client.Reply) error) error {
 	return ns.pipelineInto(n, nil, req, got)
 }
@@ -121,6 +123,7 @@ func (ns *namespace) pipelineInto(n int, alloc func(i, size int) []byte, req fun
 			continue
 		}
 		var locked []int
+		var replyErr error // the first error got returned
 		cur := 0
 		answered := 0 // todo[:answered] have their reply (or are in locked)
 		if alloc != nil {
@@ -137,7 +140,6 @@ func (ns *namespace) pipelineInto(n int, alloc func(i, size int) []byte, req fun
 				if err := c.Flush(); err != nil {
 					return err
 				}
-				var first error
 				for _, i := range todo[start:end] {
 					cur = i
 					r, err := c.Receive()
@@ -149,18 +151,30 @@ func (ns *namespace) pipelineInto(n int, alloc func(i, size int) []byte, req fun
 						locked = append(locked, i)
 						continue
 					}
-					if err := got(i, r); err != nil && first == nil {
-						first = err
+					if err := got(i, r); err != nil && replyErr == nil {
+						replyErr = err
 					}
 				}
-				if first != nil {
-					return first
+				if replyErr != nil {
+					return replyErr
 				}
 			}
 			return nil
 		}()
 		if alloc != nil {
 			c.SetBulkAlloc(ns.alloc)
+		}
+		if replyErr != nil {
+			// got's error is the answer, whatever it wraps and even if
+			// the connection broke later in the batch: its request is
+			// answered and will not be resent, so retrying would lose it
+			if err != replyErr {
+				c.Close()
+				ns.close()
+			} else {
+				ns.put(c)
+			}
+			return replyErr
 		}
 		if isTransport(err) {
 			// zdb went away (restart?): drop every pooled connection and
