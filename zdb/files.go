@@ -102,6 +102,7 @@ func (ns *Namespace) preallocate(f *os.File) {
 func (ns *Namespace) closeFiles() {
 	ns.fmu.Lock()
 	for k, f := range ns.files {
+		forgetReadAhead(f)
 		f.Close()
 		delete(ns.files, k)
 	}
@@ -113,6 +114,12 @@ func (ns *Namespace) closeFiles() {
 // fires the missing-data hook, and the open is retried once when the hook
 // succeeds. Safe under mu held shared.
 func (ns *Namespace) file(index bool, id uint32) (*os.File, error) {
+	return ns.openFile(index, id, true)
+}
+
+// openFile is file; hook says whether a missing data file fires the
+// missing-data hook (read-ahead of the next file does not).
+func (ns *Namespace) openFile(index bool, id uint32, hook bool) (*os.File, error) {
 	k := fileKey{index, id}
 	ns.fmu.Lock()
 	f := ns.files[k]
@@ -128,7 +135,7 @@ func (ns *Namespace) file(index bool, id uint32) (*os.File, error) {
 		p = ns.dataPath(id)
 	}
 	f, err := os.OpenFile(p, flag, 0)
-	if err != nil && !index && errors.Is(err, os.ErrNotExist) {
+	if err != nil && hook && !index && errors.Is(err, os.ErrNotExist) {
 		if ns.store.hooks.run("missing-data", true, p) == 0 {
 			f, err = os.OpenFile(p, flag, 0)
 		}
@@ -365,6 +372,7 @@ func (ns *Namespace) trimFiles() {
 	}
 	for k, f := range ns.files {
 		if k.id != ns.curID {
+			forgetReadAhead(f)
 			f.Close()
 			delete(ns.files, k)
 		}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"strconv"
 	"syscall"
@@ -20,9 +19,15 @@ import (
 
 // filePayload is where a payload lies in a data file.
 type filePayload struct {
-	f   *os.File
-	off int64
-	n   int
+	f    *os.File
+	off  int64
+	n    int
+	size int64 // of the file when the GET was looked up
+
+	// the next data file, for read-ahead, when the payload lies near the
+	// end of a file that is not the last
+	next     *os.File
+	nextSize int64
 }
 
 // payloadInFile locates e's payload for a zero-copy reply; ns.mu held for
@@ -44,7 +49,17 @@ func (ns *Namespace) payloadInFile(e *entry) (filePayload, bool) {
 	if err != nil || st.Size() < off+int64(e.length) {
 		return filePayload{}, false
 	}
-	return filePayload{f: f, off: off, n: int(e.length)}, true
+	p := filePayload{f: f, off: off, n: int(e.length), size: st.Size()}
+	if e.dataID < ns.curID && wantsNext(f, p.off+int64(p.n), p.size) {
+		// near the end of a file that has a successor: read-ahead may go
+		// on into that one
+		if nf, err := ns.openFile(false, e.dataID+1, false); err == nil {
+			if nst, err := nf.Stat(); err == nil {
+				p.next, p.nextSize = nf, nst.Size()
+			}
+		}
+	}
+	return p, true
 }
 
 // sendBulkFile writes the bulk reply of p: the pending buffered replies,
@@ -62,7 +77,16 @@ func (c *session) sendBulkFile(p filePayload) error {
 	if _, err := c.nc.Write(h); err != nil {
 		return err
 	}
-	sent, err := sendfile(c.nc, p)
+	readAheadFor(p)
+	nc := c.nc
+	if cc, ok := nc.(countingConn); ok {
+		nc = cc.Conn
+	}
+	sc, ok := nc.(rawConner)
+	if !ok {
+		return errors.New("connection has no file descriptor")
+	}
+	sent, err := sendfile(sc, p)
 	c.srv.store.stats.netTx.Add(sent)
 	c.srv.store.stats.dataRead.Add(sent)
 	if err != nil {
@@ -77,16 +101,10 @@ type rawConner interface {
 	SyscallConn() (syscall.RawConn, error)
 }
 
-// sendfile copies p to the connection inside the kernel, waiting for the
-// socket to drain like a write does (and honouring its deadline).
-func sendfile(nc net.Conn, p filePayload) (int64, error) {
-	if cc, ok := nc.(countingConn); ok {
-		nc = cc.Conn
-	}
-	sc, ok := nc.(rawConner)
-	if !ok {
-		return 0, errors.New("connection has no file descriptor")
-	}
+// sendfile copies p to dst (a socket, or /dev/null for read-ahead) inside
+// the kernel, waiting for a socket to drain like a write does (and
+// honouring its deadline).
+func sendfile(sc rawConner, p filePayload) (int64, error) {
 	dst, err := sc.SyscallConn()
 	if err != nil {
 		return 0, err
