@@ -30,7 +30,8 @@ type filePayload struct {
 	nextSize int64
 }
 
-// payloadInFile locates e's payload for a zero-copy reply; ns.mu held for
+// payloadInFile locates e's payload for a zero-copy reply and records the
+// GET for the data file's read-ahead (readahead.go); ns.mu held for
 // reading. ok is false when the payload is small (the copying path is
 // cheaper) or the file does not hold all of it (the copying path reports
 // the error as it always has).
@@ -59,6 +60,9 @@ func (ns *Namespace) payloadInFile(e *entry) (filePayload, bool) {
 			}
 		}
 	}
+	// under ns.mu, so the file cannot be closed (and its read-ahead state
+	// forgotten) meanwhile
+	readAheadFor(p)
 	return p, true
 }
 
@@ -77,7 +81,6 @@ func (c *session) sendBulkFile(p filePayload) error {
 	if _, err := c.nc.Write(h); err != nil {
 		return err
 	}
-	readAheadFor(p)
 	nc := c.nc
 	if cc, ok := nc.(countingConn); ok {
 		nc = cc.Conn
