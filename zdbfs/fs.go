@@ -196,8 +196,9 @@ func (fs *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.Attr
 		return st(e)
 	}
 	if in.Valid&fuse.FATTR_SIZE != 0 {
-		// no page cache store runs or lands across a size change
-		defer fs.pages.hold()()
+		// after n.mu is released: no page cache store copied before the
+		// size change lands after it (read_store.go)
+		defer fs.pages.resized(n.ino)
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()

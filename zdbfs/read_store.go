@@ -20,26 +20,40 @@ import (
 // The kernel copies stored data over whatever its cache holds, dirty pages
 // included, and extends the file if the data reaches past its end. So a
 // store happens only while no handle open for writing exists on the inode
-// (a writer's dirty pages are written back at close, before its RELEASE),
-// and only if nothing was opened or closed for writing and nothing was
-// truncated since the block was copied (a generation counter). Both are
-// checked under pageStore.mu, which opening or closing for writing and
-// truncating take exclusively, so a store in flight is in the page cache
-// before a writer's OPEN is answered. Stores run in their own goroutine
-// once the READ is answered: the kernel keeps that READ's pages locked
-// until then, and a store waits for locked pages.
+// (a writer's dirty pages are written back at close, before its RELEASE;
+// those of a shared mapping when it is unmapped), and only if nothing was
+// opened or closed for writing and nothing was truncated since the block
+// was copied (a generation counter). Both are checked under the lock of
+// the inode's stripe, which opening or closing for writing and truncating
+// take exclusively, so a store in flight is in the page cache before a
+// writer's OPEN is answered. A truncate takes it after the size changed,
+// without n.mu: a store copied before lands before the SETATTR is answered,
+// and the kernel then drops the pages of a file whose size changed
+// (fuse_do_setattr), or finds the new generation and gives up. The lock is
+// never held across a zdb round trip, and only files of one stripe share
+// it. Stores run in their own goroutine once the READ is answered: the
+// kernel keeps that READ's pages locked until then, and a store waits for
+// locked pages.
 
 // seenBits sizes the table of recently read blocks (2^seenBits keys).
 const seenBits = 14
 
+// storeStripes is how many locks the inodes are spread over.
+const storeStripes = 64
+
 // pageStore is the bookkeeping of page cache stores.
 type pageStore struct {
-	mu      sync.RWMutex
-	writers map[uint64]int // handles open for writing, per inode
-	gen     atomic.Uint64  // bumped by write opens and closes and truncates
+	stripes [storeStripes]storeStripe
 	// seen holds (inode, block) keys of recent partial READs, one per
 	// slot: a hit means the block is read again
 	seen [1 << seenBits]atomic.Uint64
+}
+
+// storeStripe guards the stores of the inodes ino%storeStripes.
+type storeStripe struct {
+	mu      sync.RWMutex
+	writers map[uint64]int // handles open for writing, per inode
+	gen     atomic.Uint64  // bumped by write opens and closes and truncates
 }
 
 // storeJob is the rest of one block, to be stored once the READ is answered.
@@ -59,18 +73,21 @@ func isWrite(openFlags uint32) bool {
 	return openFlags&syscall.O_ACCMODE != syscall.O_RDONLY
 }
 
+func (p *pageStore) stripe(ino uint64) *storeStripe { return &p.stripes[ino%storeStripes] }
+
 // opened records a handle of ino opened with flags.
 func (p *pageStore) opened(ino uint64, flags uint32) {
 	if !isWrite(flags) {
 		return
 	}
-	p.mu.Lock()
-	if p.writers == nil {
-		p.writers = map[uint64]int{}
+	s := p.stripe(ino)
+	s.mu.Lock()
+	if s.writers == nil {
+		s.writers = map[uint64]int{}
 	}
-	p.writers[ino]++
-	p.gen.Add(1)
-	p.mu.Unlock()
+	s.writers[ino]++
+	s.gen.Add(1)
+	s.mu.Unlock()
 }
 
 // closed records the release of a handle of ino opened with flags.
@@ -78,25 +95,26 @@ func (p *pageStore) closed(ino uint64, flags uint32) {
 	if !isWrite(flags) {
 		return
 	}
-	p.mu.Lock()
-	if p.writers[ino] > 1 {
-		p.writers[ino]--
+	s := p.stripe(ino)
+	s.mu.Lock()
+	if s.writers[ino] > 1 {
+		s.writers[ino]--
 	} else {
-		delete(p.writers, ino)
+		delete(s.writers, ino)
 	}
-	p.gen.Add(1)
-	p.mu.Unlock()
+	s.gen.Add(1)
+	s.mu.Unlock()
 }
 
-// hold keeps stores out until the returned function runs: for a size
-// change, during which no store may run and after which none copied
-// before it may land.
-func (p *pageStore) hold() (release func()) {
-	p.mu.Lock()
-	return func() {
-		p.gen.Add(1)
-		p.mu.Unlock()
-	}
+// resized records a size change of ino, once it is done and before it is
+// answered: it waits for the stores in flight and voids those copied
+// before. n.mu must not be held (a store may wait for pages whose READ
+// waits for n.mu).
+func (p *pageStore) resized(ino uint64) {
+	s := p.stripe(ino)
+	s.mu.Lock()
+	s.gen.Add(1)
+	s.mu.Unlock()
 }
 
 // again reports whether block idx of ino was read partially not long ago,
@@ -126,7 +144,7 @@ func (fs *FS) storeRest(n *node, off, k uint64) *storeJob {
 	if b == nil || b.sending != nil {
 		return nil
 	}
-	job := &storeJob{ino: n.ino, gen: fs.pages.gen.Load()}
+	job := &storeJob{ino: n.ino, gen: fs.pages.stripe(n.ino).gen.Load()}
 	start := uint64(idx) * blockSize
 	end := min(start+blockSize, n.attr.Size)
 	const page = 4096
@@ -152,9 +170,10 @@ func (fs *FS) storeRest(n *node, off, k uint64) *storeJob {
 // store hands job to the kernel unless a writer appeared or the file
 // changed since it was copied.
 func (fs *FS) store(job *storeJob) {
-	fs.pages.mu.RLock()
-	defer fs.pages.mu.RUnlock()
-	if fs.pages.writers[job.ino] > 0 || fs.pages.gen.Load() != job.gen {
+	s := fs.pages.stripe(job.ino)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.writers[job.ino] > 0 || s.gen.Load() != job.gen {
 		return
 	}
 	for _, r := range job.runs {

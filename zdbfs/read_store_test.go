@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 	"unsafe"
@@ -175,5 +176,59 @@ func TestPageStoreNeverStale(t *testing.T) {
 		if i := bytes.IndexFunc(got, func(r rune) bool { return r != rune(round) }); i >= 0 {
 			t.Fatalf("round %d: byte %d reads %d, the last writer wrote %d", round, i, got[i], round)
 		}
+	}
+}
+
+// TestPageStoreTruncateKeepsOthersOpen truncates a file whose last block
+// must first be fetched from a zdb that does not answer (stopped): opening
+// another file for writing must not wait for that truncate.
+func TestPageStoreTruncateKeepsOthersOpen(t *testing.T) {
+	s := newStack(t)
+	s.mount()
+	a, b := filepath.Join(s.mnt, "a"), filepath.Join(s.mnt, "b")
+	must(t, os.WriteFile(a, bytes.Repeat([]byte{1}, 2*blockSize+100), 0o644))
+	must(t, os.WriteFile(b, []byte("b"), 0o644))
+	s.unmount() // zdbfs's block cache starts cold
+	s.mount()
+	for _, p := range []string{a, b} {
+		_, err := os.Stat(p)
+		must(t, err)
+	}
+
+	zdb := s.zdb.cmd.Process
+	must(t, zdb.Signal(syscall.SIGSTOP))
+	t.Cleanup(func() { zdb.Signal(syscall.SIGCONT) })
+	set0, _ := requestCounts(t, s.mnt)
+	truncated := make(chan error, 1)
+	go func() { truncated <- os.Truncate(a, blockSize+100) }()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if set, _ := requestCounts(t, s.mnt); set > set0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the truncate sent no SETATTR")
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // SETATTR waits for zdb now
+
+	opened := make(chan error, 1)
+	go func() {
+		f, err := os.OpenFile(b, os.O_WRONLY, 0)
+		if err == nil {
+			err = f.Close()
+		}
+		opened <- err
+	}()
+	select {
+	case err := <-opened:
+		must(t, err)
+	case <-time.After(5 * time.Second):
+		t.Error("opening another file for writing waits for a truncate that waits for zdb")
+		defer func() { must(t, <-opened) }()
+	}
+	must(t, zdb.Signal(syscall.SIGCONT))
+	must(t, <-truncated)
+	if fi, err := os.Stat(a); err != nil || fi.Size() != blockSize+100 {
+		t.Fatalf("size after truncate: %v %v", fi, err)
 	}
 }
