@@ -296,9 +296,21 @@ func (fs *FS) preload(inos []uint64) {
 	}
 }
 
+// addLookup counts a kernel reference to n. A node forgotten between the
+// caller's fs.node and this call goes back into the table (it was clean
+// and nothing referenced it), or the reference goes to the copy loaded
+// since.
 func (fs *FS) addLookup(n *node) {
 	fs.nodesMu.Lock()
-	n.lookups++
+	switch cur := fs.nodes[n.ino]; {
+	case cur == nil:
+		fs.nodes[n.ino] = n
+		n.lookups++
+	case cur != n:
+		cur.lookups++
+	default:
+		n.lookups++
+	}
 	fs.nodesMu.Unlock()
 }
 
@@ -341,14 +353,20 @@ func (fs *FS) markDir(n *node) {
 }
 
 // maybeReap deletes an inode that has no name, no open handle and no kernel
-// reference. The deletes run in the next flush, after the dirlists.
+// reference. The deletes run in the next flush, after the dirlists. An
+// inode that still has a name is forgotten instead when clean.
 func (fs *FS) maybeReap(n *node) {
 	n.mu.Lock()
 	fs.nodesMu.Lock()
 	lookups := n.lookups
 	fs.nodesMu.Unlock()
-	if n.reaped || n.attr.Links > 0 || n.opens > 0 || lookups > 0 {
+	if n.reaped || n.opens > 0 || lookups > 0 {
 		n.mu.Unlock()
+		return
+	}
+	if n.attr.Links > 0 {
+		n.mu.Unlock()
+		fs.forgetClean(n)
 		return
 	}
 	n.reaped = true
@@ -383,4 +401,39 @@ func (fs *FS) maybeReap(n *node) {
 		delete(fs.nodes, n.ino)
 	}
 	fs.nodesMu.Unlock()
+}
+
+// forgetClean drops from memory a node the kernel no longer references,
+// with no open handle, nothing to write back and nothing in flight, and
+// its cached blocks (all clean): the next use loads it again from zdb
+// (loadNode). It is skipped while a write-back runs (a node being written
+// is not in the dirty sets but not in zdb yet either); the periodic sweep
+// catches those.
+func (fs *FS) forgetClean(n *node) {
+	if n.ino == rootIno || !fs.flushMu.TryLock() {
+		return
+	}
+	defer fs.flushMu.Unlock()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.reaped || n.tmpfile || n.attr.Links == 0 || n.opens > 0 || n.flushing > 0 || len(n.inflight) > 0 || n.fresh.Load() {
+		return
+	}
+	fs.dirtyMu.Lock()
+	_, d1 := fs.dirtyMeta[n]
+	_, d2 := fs.dirtyDirs[n]
+	_, d3 := fs.dirtyData[n]
+	fs.dirtyMu.Unlock()
+	if d1 || d2 || d3 {
+		return
+	}
+	fs.nodesMu.Lock()
+	gone := n.lookups == 0 && fs.nodes[n.ino] == n
+	if gone {
+		delete(fs.nodes, n.ino)
+	}
+	fs.nodesMu.Unlock()
+	if gone {
+		fs.dropBlocks(n, 0)
+	}
 }
