@@ -107,17 +107,12 @@ func TestPageStoreAfterSecondRead(t *testing.T) {
 	}
 }
 
-// TestPageStoreNeverStale races page cache stores against writers and
-// truncates: whatever the interleaving, the file must read back as the
-// last writer left it, and a truncate must not be undone.
-func TestPageStoreNeverStale(t *testing.T) {
-	s := newStack(t)
-	s.mount()
-	path := filepath.Join(s.mnt, "f")
-	const size = 8 * blockSize
-	must(t, os.WriteFile(path, bytes.Repeat([]byte{0}, size), 0o644))
-
-	stop := make(chan struct{})
+// raceReaders reads random pages of path (size bytes) in two goroutines,
+// dropping the cached pages now and then, so that blocks are read
+// partially again and again and their rest is stored into the page cache,
+// until the returned function is called.
+func raceReaders(t *testing.T, path string, size int) (stop func()) {
+	done := make(chan struct{})
 	var wg sync.WaitGroup
 	for r := 0; r < 2; r++ {
 		wg.Add(1)
@@ -134,7 +129,7 @@ func TestPageStoreNeverStale(t *testing.T) {
 			b := make([]byte, 4096)
 			for {
 				select {
-				case <-stop:
+				case <-done:
 					return
 				default:
 				}
@@ -145,7 +140,20 @@ func TestPageStoreNeverStale(t *testing.T) {
 			}
 		}(int64(r))
 	}
-	defer func() { close(stop); wg.Wait() }()
+	return func() { close(done); wg.Wait() }
+}
+
+// TestPageStoreNeverStale races page cache stores against writers and
+// truncates: whatever the interleaving, the file must read back as the
+// last writer left it, and a truncate must not be undone.
+func TestPageStoreNeverStale(t *testing.T) {
+	s := newStack(t)
+	s.mount()
+	path := filepath.Join(s.mnt, "f")
+	const size = 8 * blockSize
+	must(t, os.WriteFile(path, bytes.Repeat([]byte{0}, size), 0o644))
+
+	defer raceReaders(t, path, size)()
 
 	for round := 1; round <= 60; round++ {
 		want := bytes.Repeat([]byte{byte(round)}, size)
@@ -230,5 +238,43 @@ func TestPageStoreTruncateKeepsOthersOpen(t *testing.T) {
 	must(t, <-truncated)
 	if fi, err := os.Stat(a); err != nil || fi.Size() != blockSize+100 {
 		t.Fatalf("size after truncate: %v %v", fi, err)
+	}
+}
+
+// TestPageStoreMmapWriter writes through a shared mapping whose descriptor
+// is closed at once, while stores race: the handle lives on in the mapping
+// (RELEASE comes at munmap, after the kernel wrote the dirty pages), so no
+// store may overwrite what was written through the mapping.
+func TestPageStoreMmapWriter(t *testing.T) {
+	s := newStack(t)
+	s.mount()
+	path := filepath.Join(s.mnt, "f")
+	const size = 8 * blockSize
+	must(t, os.WriteFile(path, bytes.Repeat([]byte{0}, size), 0o644))
+	defer raceReaders(t, path, size)()
+
+	for round := 1; round <= 20; round++ {
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		must(t, err)
+		m, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		must(t, err)
+		must(t, f.Close())
+		// a page in every block first, so that the rest of each block
+		// is read (and would be stored) while the mapping writes
+		for off := 0; off < size; off += blockSize {
+			copy(m[off+4096:off+8192], bytes.Repeat([]byte{byte(round)}, 4096))
+		}
+		time.Sleep(2 * time.Millisecond)
+		copy(m, bytes.Repeat([]byte{byte(round)}, size))
+		must(t, unix.Munmap(m))
+		time.Sleep(2 * time.Millisecond) // let stores copied before the munmap try to land
+		got, err := os.ReadFile(path)
+		must(t, err)
+		if len(got) != size {
+			t.Fatalf("round %d: file is %d bytes, want %d", round, len(got), size)
+		}
+		if i := bytes.IndexFunc(got, func(r rune) bool { return r != rune(round) }); i >= 0 {
+			t.Fatalf("round %d: byte %d reads %d, the mapping wrote %d", round, i, got[i], round)
+		}
 	}
 }
