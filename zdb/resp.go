@@ -118,16 +118,24 @@ func parseLen(b []byte) (int, bool) {
 // to answer with an error, or an io error. It drops the held requests and
 // gives their lent chunks back first.
 func (rr *requestReader) read() ([][]byte, error) {
+	rr.drop()
+	return rr.readNext()
+}
+
+// drop forgets the held requests and gives their lent chunks back.
+func (rr *requestReader) drop() {
 	rr.release(1, 0)
 	rr.offs = rr.offs[:0]
 	rr.reqs = rr.reqs[:0]
 	rr.bytes = 0
-	return rr.readNext()
 }
 
 // release keeps the first n chunks, the last of them truncated to used
 // bytes, and gives the others back to the pool.
 func (rr *requestReader) release(n, used int) {
+	if len(rr.chunks) == n && len(rr.chunks[n-1]) == used {
+		return // nothing to give back
+	}
 	for i := n; i < len(rr.chunks); i++ {
 		rr.pool.put(rr.chunks[i])
 		rr.chunks[i] = nil

@@ -105,8 +105,10 @@ func (s *Server) serve() {
 type session struct {
 	srv       *Server
 	nc        net.Conn
+	cc        countingConn // nc, counted
 	r         *connReader
-	w         *bufio.Writer
+	w         *bufio.Writer // nil while idle
+	parked    atomic.Bool   // idle gave everything back (until busy)
 	rr        *requestReader
 	batch     []setRequest
 	crcs      []uint32 // CRC-32C of the held SETs' values
@@ -148,13 +150,12 @@ func (s *Server) handle(nc net.Conn) {
 	c := &session{
 		srv:      s,
 		nc:       nc,
+		cc:       cc,
 		r:        newConnReader(cc, rawConn(nc), &st.netRx, readBufSize),
-		w:        bufio.NewWriterSize(cc, 64<<10),
 		ns:       s.store.Get(defaultNamespace),
 		writable: !s.opts.Protect,
 		admin:    s.opts.Admin == "",
 	}
-	c.rw.w = c.w
 	c.rr = newRequestReader(c.r)
 	c.rr.pool = &s.args
 	s.clientsMu.Lock()
@@ -164,8 +165,9 @@ func (s *Server) handle(nc net.Conn) {
 		s.clientsMu.Lock()
 		delete(s.clients, c)
 		s.clientsMu.Unlock()
-		nc.Close()
 		c.rr.release(1, 0) // the chunks of requests left unanswered
+		c.r.letGo(true)
+		nc.Close()
 	}()
 	defer func() {
 		if r := recover(); r != nil {
@@ -173,16 +175,13 @@ func (s *Server) handle(nc net.Conn) {
 		}
 	}()
 	for {
+		c.rr.drop() // the answered requests' chunks go back first
 		if c.r.buffered() == 0 {
-			if err := c.w.Flush(); err != nil {
+			if err := c.idle(); err != nil {
 				return
 			}
-			// the client sent nothing more: no large buffer kept while idle
-			if cap(c.scratch) > maxIdleScratch {
-				c.scratch = nil
-			}
 		}
-		args, err := c.rr.read()
+		args, err := c.rr.readNext()
 		if err != nil {
 			if c.readFailed(err) {
 				return
@@ -192,6 +191,7 @@ func (s *Server) handle(nc net.Conn) {
 		if len(args) == 0 {
 			continue
 		}
+		c.busy()
 		if c.batchable(args) && c.r.buffered() > 0 {
 			c.runBatch()
 		} else {
@@ -204,11 +204,49 @@ func (s *Server) handle(nc net.Conn) {
 	}
 }
 
+// replyWriters holds the reply buffers of connections that have answered
+// everything their client sent.
+var replyWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, replyBufSize) }}
+
+// replyBufSize is the size of a connection's reply buffer.
+const replyBufSize = 64 << 10
+
+// idle flushes the replies once the client has sent nothing more, and
+// gives back what the connection only needs while it has requests to
+// answer: its reply buffer and a large scratch buffer (the argument chunks
+// went back before, the read buffer goes back once the socket has nothing
+// to read).
+func (c *session) idle() error {
+	if c.w == nil {
+		return nil
+	}
+	err := c.w.Flush()
+	c.w.Reset(nil)
+	replyWriters.Put(c.w)
+	c.w, c.rw.w = nil, nil
+	if cap(c.scratch) > maxIdleScratch {
+		c.scratch = nil
+	}
+	c.parked.Store(true)
+	return err
+}
+
+// busy takes a reply buffer for the requests read.
+func (c *session) busy() {
+	c.parked.Store(false)
+	if c.w == nil {
+		c.w = replyWriters.Get().(*bufio.Writer)
+		c.w.Reset(c.cc)
+		c.rw.w = c.w
+	}
+}
+
 // readFailed answers a request the reader refused and reports whether the
 // connection must be closed (a fatal protocol error or a read error).
 func (c *session) readFailed(err error) bool {
 	var pe *protoError
 	if errors.As(err, &pe) {
+		c.busy()
 		c.rw.err(pe.reply)
 		if pe.fatal {
 			c.w.Flush()
@@ -219,7 +257,9 @@ func (c *session) readFailed(err error) bool {
 	if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, net.ErrClosed) {
 		c.srv.log.Debugf("client read: %v", err)
 	}
-	c.w.Flush()
+	if c.w != nil {
+		c.w.Flush()
+	}
 	return true
 }
 
