@@ -151,6 +151,11 @@ func run(o *Options, log *logrus.Entry) (err error) {
 	}
 	mo.Options = append(mo.Options, o.FuseOptions...)
 
+	// a signal from here on unmounts once the mount is served (instead of
+	// killing zdbfs and leaving a dead mount behind)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+
 	// as root zdbfs mounts itself, to announce one-second times (mount.go)
 	direct := os.Geteuid() == 0
 	var rfs fuse.RawFileSystem = fs
@@ -166,6 +171,15 @@ func run(o *Options, log *logrus.Entry) (err error) {
 			c := *o
 			c.Mountpoint = sm.fdPath()
 			served = &c
+			if o.AutoUnmount {
+				// watch from the moment the mount exists
+				w, err := startWatchdog(o.Mountpoint)
+				if err != nil {
+					log.Warnf("auto_unmount: %v", err)
+				} else {
+					defer w.Close() // kept open until zdbfs is done
+				}
+			}
 		}
 	}
 	if o.AutoUnmount && !direct {
@@ -191,19 +205,9 @@ func run(o *Options, log *logrus.Entry) (err error) {
 		return fmt.Errorf("mount %q: %w", o.Mountpoint, err)
 	}
 	tuneBDI(o, log)
-	if o.AutoUnmount && direct {
-		w, err := startWatchdog(o.Mountpoint)
-		if err != nil {
-			log.Warnf("auto_unmount: %v", err)
-		} else {
-			defer w.Close() // kept open until zdbfs is done
-		}
-	}
 	log.WithFields(logrus.Fields{"size": size, "procs": procs}).Info("mounted")
 	notifyReady(nil)
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	go func() {
 		s := <-sig
 		log.WithField("signal", s.String()).Info("unmounting")

@@ -383,3 +383,34 @@ func TestDirectMountFails(t *testing.T) {
 		t.Errorf("zdbfs failed with %v, mounted %v:\n%s", err, mounted(mnt), out)
 	}
 }
+
+// TestSignalAtMount sends SIGTERM the moment the mount appears, and kills
+// zdbfs with auto_unmount the same way: neither may leave a dead mount.
+func TestSignalAtMount(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the direct mount needs root")
+	}
+	s := newStack(t)
+	for i, c := range []struct {
+		sig  syscall.Signal
+		opts string
+	}{{syscall.SIGTERM, ""}, {syscall.SIGTERM, ""}, {syscall.SIGTERM, ""}, {syscall.SIGKILL, ",auto_unmount"}, {syscall.SIGKILL, ",auto_unmount"}} {
+		p := start(t, filepath.Join(s.dir, fmt.Sprintf("zdbfs-sig-%d.log", i)),
+			"zdbfs", "-o", "autons,unix="+s.sock+c.opts, s.mnt)
+		for p.alive() && !mounted(s.mnt) {
+			time.Sleep(time.Millisecond)
+		}
+		p.stop(c.sig)
+		if c.sig == syscall.SIGTERM && p.cmd.ProcessState.ExitCode() != 0 {
+			t.Errorf("%v at mount: zdbfs exited with %d:\n%s", c.sig, p.cmd.ProcessState.ExitCode(), p.output())
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for mounted(s.mnt) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if mounted(s.mnt) {
+			syscall.Unmount(s.mnt, syscall.MNT_DETACH)
+			t.Fatalf("%v at mount (options %q) left the mount behind", c.sig, c.opts)
+		}
+	}
+}
