@@ -161,6 +161,16 @@ func run(o *Options, log *logrus.Entry) (err error) {
 	var rfs fuse.RawFileSystem = fs
 	served := o // go-fuse's view: the magic /dev/fd/N mountpoint
 	var sm *selfMount
+	if direct && o.AutoUnmount {
+		// the watchdog runs before the mount exists, so that however
+		// zdbfs ends from then on, the mount goes with it
+		w, err := startWatchdog(o.Mountpoint)
+		if err != nil {
+			log.Warnf("auto_unmount: %v", err)
+		} else {
+			defer w.Close() // kept open until zdbfs is done
+		}
+	}
 	if direct {
 		sm, err = mountSelf(o.Mountpoint, mo)
 		if err != nil {
@@ -171,15 +181,6 @@ func run(o *Options, log *logrus.Entry) (err error) {
 			c := *o
 			c.Mountpoint = sm.fdPath()
 			served = &c
-			if o.AutoUnmount {
-				// watch from the moment the mount exists
-				w, err := startWatchdog(o.Mountpoint)
-				if err != nil {
-					log.Warnf("auto_unmount: %v", err)
-				} else {
-					defer w.Close() // kept open until zdbfs is done
-				}
-			}
 		}
 	}
 	if o.AutoUnmount && !direct {
