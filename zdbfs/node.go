@@ -9,6 +9,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/qsfs/qsfs/zdbfs/layout"
+	"golang.org/x/sys/unix"
 )
 
 // node is the in-memory state of one inode. Its FUSE node id is its meta id.
@@ -130,8 +131,18 @@ func (n *node) fill(a *fuse.Attr) {
 	}
 }
 
-// now returns the current time as stored in an inode.
-func now() uint32 { return uint32(time.Now().Unix()) }
+// now returns the current time as stored in an inode, from the clock the
+// kernel stamps inodes with (the coarse one): with the one-second time_gran
+// of a direct mount, a file the kernel writes in the second zdbfs created it
+// then keeps its times and costs no SETATTR at close, also in the few
+// milliseconds by which the coarse clock lags at the start of a second.
+func now() uint32 {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_REALTIME_COARSE, &ts) != nil {
+		return uint32(time.Now().Unix())
+	}
+	return uint32(ts.Sec)
+}
 
 // checkTime validates a timestamp for the u32 fields of the layout.
 func checkTime(sec uint64) (uint32, syscall.Errno) {
