@@ -12,7 +12,7 @@ const (
 	// argChunkSize is the size of a pooled argument chunk: two 128 KiB
 	// values (zdbfs's block size) with their keys and command names
 	argChunkSize = 264 << 10
-	// maxFreeChunks bounds the chunks the pool keeps while unused (8.25 MiB)
+	// maxFreeChunks bounds the chunks the pool keeps while unused (16.5 MiB)
 	maxFreeChunks = 64
 	// maxLentBatch stops every connection from reading more pipelined
 	// requests into a batch while the chunks lent out reach it; a
