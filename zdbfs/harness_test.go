@@ -174,6 +174,12 @@ func (s *stack) mount(opts ...string) {
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		if mounted(s.mnt) {
+			// a direct mount shows before zdbfs answers FUSE_INIT; a stat
+			// of the root waits for that (an unmount right away would
+			// otherwise end zdbfs before it served anything)
+			if _, err := os.Stat(s.mnt); err != nil {
+				s.t.Fatalf("stat %s: %v\n%s", s.mnt, err, s.fs.output())
+			}
 			return
 		}
 		if !s.fs.alive() {
