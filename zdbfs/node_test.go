@@ -3,8 +3,10 @@ package zdbfs
 import (
 	"bytes"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
@@ -130,5 +132,106 @@ func TestLookupOfForgottenNode(t *testing.T) {
 	f.addLookup(m)
 	if other == m || other.lookups != 1 || m.lookups != 0 {
 		t.Fatalf("reference counted on the dropped copy: %d, on the table's: %d", m.lookups, other.lookups)
+	}
+}
+
+// TestForgetRacesWithWrites looks files up, writes them (partial blocks
+// through the cache, whole blocks straight to zdb) and forgets them again
+// from several goroutines while write-backs run back to back, so nodes
+// are dropped and loaded again between writes, during write-backs and
+// with blocks in flight; every file then reads back as written.
+func TestForgetRacesWithWrites(t *testing.T) {
+	_, sock := zdbOnly(t)
+	f := openTestFS(t, sock, "")
+	const (
+		files  = 6
+		rounds = 120
+	)
+	for i := 0; i < files; i++ {
+		ino := f.create(fmt.Sprintf("r%d", i))
+		f.Release(nil, &fuse.ReleaseIn{InHeader: hdr(ino), Fh: ino})
+		f.Forget(ino, 1)
+	}
+	stop := make(chan struct{})
+	flushed := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				flushed <- nil
+				return
+			default:
+			}
+			if err := f.flush(); err != nil {
+				flushed <- err
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	models := make([]model, files)
+	errs := make(chan error, files)
+	var dropped atomic.Int64
+	var wg sync.WaitGroup
+	for i := 0; i < files; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			name := fmt.Sprintf("r%d", i)
+			var m model
+			for r := 0; r < rounds; r++ {
+				var eo fuse.EntryOut
+				if s := f.Lookup(nil, &fuse.InHeader{NodeId: rootIno}, name, &eo); !s.Ok() {
+					errs <- fmt.Errorf("round %d: lookup %s: %v", r, name, s)
+					return
+				}
+				size, off := 3000+r*7, int64(r%5)*50000
+				if r%3 == 0 {
+					size, off = blockSize, int64(r%4)*blockSize
+				}
+				data := fill(size, int64(i*1000+r))
+				if err := f.write(eo.NodeId, off, data); err != nil {
+					errs <- fmt.Errorf("round %d: %s: %w", r, name, err)
+					return
+				}
+				m = m.write(off, data)
+				if r%2 == 0 {
+					// written back first: the forget drops it unless a
+					// write-back is running
+					if err := f.flush(); err != nil {
+						errs <- fmt.Errorf("round %d: write-back: %w", r, err)
+						return
+					}
+				}
+				f.Forget(eo.NodeId, 1)
+				if !f.inMemory(eo.NodeId) {
+					dropped.Add(1)
+				}
+			}
+			models[i] = m
+		}(i)
+	}
+	wg.Wait()
+	close(stop)
+	if err := <-flushed; err != nil {
+		t.Fatalf("write-back: %v", err)
+	}
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	t.Logf("%d of %d forgets dropped the node", dropped.Load(), files*rounds)
+	f.sync()
+	for i := 0; i < files; i++ {
+		name := fmt.Sprintf("r%d", i)
+		ino := f.lookup(name)
+		f.Forget(ino, 1)
+		if f.inMemory(ino) {
+			t.Errorf("%s still in memory after the last forget", name)
+		}
+		ino = f.lookup(name)
+		got, err := f.contents(ino)
+		must(t, err)
+		sameBytes(t, name+" read back", got, models[i])
 	}
 }
