@@ -216,3 +216,18 @@ func (s *stack) crash() {
 		exec.Command("fusermount3", "-uz", s.mnt).Run()
 	}
 }
+
+// expectGone waits up to 10 s for the mount at mnt to go away (e.g. the
+// auto_unmount watchdog detaching it) and fails with what otherwise;
+// a mount still there is detached.
+func expectGone(t *testing.T, mnt, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for mounted(mnt) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if mounted(mnt) {
+		syscall.Unmount(mnt, syscall.MNT_DETACH)
+		t.Fatal(what)
+	}
+}

@@ -242,14 +242,7 @@ func TestDirectMountEnd(t *testing.T) {
 	p = s.fs
 	s.fs = nil
 	p.stop(syscall.SIGKILL)
-	deadline := time.Now().Add(10 * time.Second)
-	for mounted(s.mnt) && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if mounted(s.mnt) {
-		syscall.Unmount(s.mnt, syscall.MNT_DETACH)
-		t.Fatal("mount still there after zdbfs was killed with auto_unmount")
-	}
+	expectGone(t, s.mnt, "mount still there after zdbfs was killed with auto_unmount")
 }
 
 // fakeKernel returns a selfMount whose /dev/fuse is one end of a socket
@@ -404,13 +397,6 @@ func TestSignalAtMount(t *testing.T) {
 		if c.sig == syscall.SIGTERM && p.cmd.ProcessState.ExitCode() != 0 {
 			t.Errorf("%v at mount: zdbfs exited with %d:\n%s", c.sig, p.cmd.ProcessState.ExitCode(), p.output())
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for mounted(s.mnt) && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		if mounted(s.mnt) {
-			syscall.Unmount(s.mnt, syscall.MNT_DETACH)
-			t.Fatalf("%v at mount (options %q) left the mount behind", c.sig, c.opts)
-		}
+		expectGone(t, s.mnt, fmt.Sprintf("%v at mount (options %q) left the mount behind", c.sig, c.opts))
 	}
 }
