@@ -143,17 +143,27 @@ func raceReaders(t *testing.T, path string, size int) (stop func()) {
 	return func() { close(done); wg.Wait() }
 }
 
+// raceSize is the file the race tests work on: eight blocks.
+const raceSize = 8 * blockSize
+
+// raceFile mounts a stack with a zeroed file of size bytes, read at random
+// by raceReaders until stop is called.
+func raceFile(t *testing.T, size int) (path string, stop func()) {
+	t.Helper()
+	s := newStack(t)
+	s.mount()
+	path = filepath.Join(s.mnt, "f")
+	must(t, os.WriteFile(path, bytes.Repeat([]byte{0}, size), 0o644))
+	return path, raceReaders(t, path, size)
+}
+
 // TestPageStoreNeverStale races page cache stores against writers and
 // truncates: whatever the interleaving, the file must read back as the
 // last writer left it, and a truncate must not be undone.
 func TestPageStoreNeverStale(t *testing.T) {
-	s := newStack(t)
-	s.mount()
-	path := filepath.Join(s.mnt, "f")
-	const size = 8 * blockSize
-	must(t, os.WriteFile(path, bytes.Repeat([]byte{0}, size), 0o644))
-
-	defer raceReaders(t, path, size)()
+	const size = raceSize
+	path, stop := raceFile(t, size)
+	defer stop()
 
 	for round := 1; round <= 60; round++ {
 		want := bytes.Repeat([]byte{byte(round)}, size)
@@ -246,12 +256,9 @@ func TestPageStoreTruncateKeepsOthersOpen(t *testing.T) {
 // (RELEASE comes at munmap, after the kernel wrote the dirty pages), so no
 // store may overwrite what was written through the mapping.
 func TestPageStoreMmapWriter(t *testing.T) {
-	s := newStack(t)
-	s.mount()
-	path := filepath.Join(s.mnt, "f")
-	const size = 8 * blockSize
-	must(t, os.WriteFile(path, bytes.Repeat([]byte{0}, size), 0o644))
-	defer raceReaders(t, path, size)()
+	const size = raceSize
+	path, stop := raceFile(t, size)
+	defer stop()
 
 	for round := 1; round <= 20; round++ {
 		f, err := os.OpenFile(path, os.O_RDWR, 0)
