@@ -15,15 +15,14 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// inProcess starts a Server on a temp directory and returns a connected
-// client end; the server side runs in a goroutine (no process), over
-// net.Pipe or, with unixSocket, a unix socket pair.
-func inProcess(b *testing.B, unixSocket bool, extra ...string) net.Conn {
-	b.Helper()
-	dir := b.TempDir()
+// testServer starts a Server on a temp directory, in this process, with
+// the flags extra; its connections are served by srv.handle.
+func testServer(tb testing.TB, extra ...string) *Server {
+	tb.Helper()
+	dir := tb.TempDir()
 	opts, err := ParseOptions(append([]string{"--data", dir + "/data", "--index", dir + "/index"}, extra...))
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	l := logrus.New()
 	l.SetOutput(io.Discard)
@@ -31,10 +30,18 @@ func inProcess(b *testing.B, unixSocket bool, extra ...string) net.Conn {
 	hooks := &hookRunner{log: log}
 	store, err := openStore(opts, log, hooks)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	b.Cleanup(store.Close)
-	srv := &Server{opts: opts, store: store, hooks: hooks, log: log, bootTime: time.Now(), clients: map[*session]struct{}{}}
+	tb.Cleanup(store.Close)
+	return &Server{opts: opts, store: store, hooks: hooks, log: log, bootTime: time.Now(), clients: map[*session]struct{}{}}
+}
+
+// inProcess starts a testServer and returns a connected client end; the
+// server side runs in a goroutine (no process), over net.Pipe or, with
+// unixSocket, a unix socket pair.
+func inProcess(b *testing.B, unixSocket bool, extra ...string) net.Conn {
+	b.Helper()
+	srv := testServer(b, extra...)
 	cl, sv := net.Pipe()
 	if unixSocket {
 		cl, sv = socketPair(b)

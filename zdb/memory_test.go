@@ -11,29 +11,13 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/sirupsen/logrus"
 )
 
 // memServer starts an in-process Server on a temp directory; connect
 // hands it one end of a new unix socket pair.
 func memServer(t *testing.T) (*Server, func() net.Conn) {
 	t.Helper()
-	dir := t.TempDir()
-	opts, err := ParseOptions([]string{"--data", dir + "/data", "--index", dir + "/index"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	log := logrus.NewEntry(l)
-	hooks := &hookRunner{log: log}
-	store, err := openStore(opts, log, hooks)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(store.Close)
-	srv := &Server{opts: opts, store: store, hooks: hooks, log: log, bootTime: time.Now(), clients: map[*session]struct{}{}}
+	srv := testServer(t)
 	connect := func() net.Conn {
 		cl, sv := socketPair(t)
 		go srv.handle(sv)
