@@ -307,7 +307,8 @@ func execute(eng *engine.Engine, c *proto.Command, log *logrus.Entry) *proto.Res
 			if rerr := os.Remove(c.File); rerr != nil {
 				log.WithError(rerr).WithField("file", c.File).Warn("delete after store failed")
 			}
-			// The hook's copy directory goes with its last file.
+			// The hook's copy directory goes with its last file: a hook
+			// makes all its copies before queueing the first one.
 			if dir := filepath.Dir(c.File); strings.HasPrefix(filepath.Base(dir), hookTmpPrefix) {
 				os.Remove(dir) // fails while not empty
 			}

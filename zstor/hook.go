@@ -193,8 +193,9 @@ func (h *hookEnv) jumpIndex(old string, dirty []string) error {
 	}
 	var copied []string
 	for n := range names {
-		if err := copyFile(filepath.Join(dir, n), filepath.Join(tmp, n)); err != nil {
-			if errors.Is(err, os.ErrNotExist) {
+		src := filepath.Join(dir, n)
+		if err := copyFile(src, filepath.Join(tmp, n)); err != nil {
+			if sourceGone(err, src) {
 				continue
 			}
 			return err

@@ -172,30 +172,61 @@ func (h *hookEnv) rescanNamespace(ns string) (int, error) {
 		}
 	}
 	if len(todo) > 0 {
-		tmp, err := os.MkdirTemp("", hookTmpPrefix)
-		if err != nil {
-			return queued, errors.Join(append(errs, err)...)
-		}
-		copied := 0
-		for _, n := range todo {
-			if err := copyFile(filepath.Join(idxDir, n), filepath.Join(tmp, n)); err != nil {
-				if !errors.Is(err, os.ErrNotExist) {
-					errs = append(errs, err)
-				}
-				continue
-			}
-			copied++
-			if err := h.store(filepath.Join(tmp, n), idxDir, true); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			queued++
-		}
-		if copied == 0 {
-			os.Remove(tmp)
-		}
+		n, err := h.storeIndexCopies(idxDir, todo)
+		queued += n
+		errs = append(errs, err)
 	}
 	return queued, errors.Join(errs...)
+}
+
+// storeIndexCopies copies the index files names of idxDir into a new hook
+// copy dir and queues a store of each copy (key as if in idxDir, deleted
+// once stored). Every copy is made before the first store is queued: the
+// daemon (or the in-process store) deletes each copy once stored and the
+// dir once it is empty, so a copy made after a store could find its dir
+// gone, and the file would never be archived.
+func (h *hookEnv) storeIndexCopies(idxDir string, names []string) (int, error) {
+	tmp, err := os.MkdirTemp("", hookTmpPrefix)
+	if err != nil {
+		return 0, fmt.Errorf("index copies of %s: %w", idxDir, err)
+	}
+	var errs []error
+	var copied []string
+	for _, n := range names {
+		src := filepath.Join(idxDir, n)
+		if err := copyFile(src, filepath.Join(tmp, n)); err != nil {
+			if !sourceGone(err, src) {
+				errs = append(errs, err)
+			}
+			os.Remove(filepath.Join(tmp, n))
+			continue
+		}
+		copied = append(copied, n)
+	}
+	queued := 0
+	for _, n := range copied {
+		if err := h.store(filepath.Join(tmp, n), idxDir, true); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		queued++
+	}
+	if queued == 0 {
+		// Nothing queued: nobody else removes the dir (copies whose store
+		// failed stay for inspection, as jump-index leaves them).
+		os.Remove(tmp)
+	}
+	return queued, errors.Join(errs...)
+}
+
+// sourceGone reports whether err of copyFile(src, ...) means that src no
+// longer exists (and not that the copy's directory is missing).
+func sourceGone(err error, src string) bool {
+	if !errors.Is(err, os.ErrNotExist) {
+		return false
+	}
+	_, serr := os.Stat(src)
+	return errors.Is(serr, os.ErrNotExist)
 }
 
 // needsStore reports whether the local file p is not stored under its key

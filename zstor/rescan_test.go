@@ -3,16 +3,21 @@ package zstor
 import (
 	"encoding/hex"
 	"fmt"
+	"io"
 	"math/rand"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/qsfs/qsfs/internal/testbin"
 	"github.com/qsfs/qsfs/zstor/engine"
 	"github.com/qsfs/qsfs/zstor/internal/zdbtest"
+	"github.com/qsfs/qsfs/zstor/proto"
 )
 
 // TestHookReadyRescan: zdb rotates several data files while no upload
@@ -162,4 +167,128 @@ func TestClosedFiles(t *testing.T) {
 	if got, err := closedFiles(filepath.Join(dir, "absent"), "d"); err != nil || len(got) != 0 {
 		t.Errorf("closedFiles of a missing dir: %v %v", got, err)
 	}
+}
+
+// TestRescanStoresEveryIndexCopy: the rescan queues a copy of every closed
+// index file even when each store finishes (and deletes its copy) before
+// the rescan makes the next request. The daemon removes the copy dir with
+// its last copy, so a rescan that copied one file after another lost every
+// index file after the first store (TestHookReadyRescan failed that way
+// when the daemon won the race). Both paths: in-process stores, and a
+// daemon that stores before it answers.
+func TestRescanStoresEveryIndexCopy(t *testing.T) {
+	cl := zdbtest.StartCluster(t, 2, 2)
+	quiet := logrus.New()
+	quiet.SetOutput(io.Discard)
+	log := logrus.NewEntry(quiet)
+	for _, viaDaemon := range []bool{false, true} {
+		t.Run(fmt.Sprintf("daemon=%v", viaDaemon), func(t *testing.T) {
+			dir := t.TempDir()
+			vol := filepath.Join(dir, "vol")
+			cfg := cl.Config(2, 4, 0, 0)
+			cfg.Root = vol
+			eng, err := engine.New(cfg, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(eng.Pool.Close)
+			if viaDaemon {
+				cfg.Socket = filepath.Join(dir, "zstor.sock")
+				serveSynchronously(t, cfg.Socket, eng, log)
+			}
+			idxDir := filepath.Join(vol, "index", "zdbfs-data")
+			dataDir := filepath.Join(vol, "data", "zdbfs-data")
+			var closed []string
+			write := func(p string, closedFile bool) {
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, []byte(p+strings.Repeat(" contents", 100)), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				if closedFile {
+					closed = append(closed, p)
+				}
+			}
+			write(filepath.Join(idxDir, "zdb-namespace"), true)
+			for i := 0; i < 4; i++ {
+				write(filepath.Join(idxDir, fmt.Sprintf("i%d", i)), i < 3)
+				write(filepath.Join(dataDir, fmt.Sprintf("d%d", i)), i < 3)
+			}
+			hookTmp := filepath.Join(dir, "hooktmp")
+			if err := os.Mkdir(hookTmp, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			t.Setenv("TMPDIR", hookTmp)
+
+			h := &hookEnv{cfg: cfg, indexDir: filepath.Join(vol, "index"), dataDir: filepath.Join(vol, "data"), log: log}
+			if err := h.rescan(); err != nil {
+				t.Fatalf("rescan: %v", err)
+			}
+			var missing []string
+			for _, p := range closed {
+				local, err := engine.FileChecksum(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sum, err := eng.Check(p)
+				if err != nil {
+					t.Fatalf("check %s: %v", p, err)
+				}
+				if sum == nil || *sum != local {
+					missing = append(missing, filepath.Base(p))
+				}
+			}
+			if len(missing) > 0 {
+				t.Errorf("closed files not stored with their checksum after the rescan: %v", missing)
+			}
+			for _, p := range []string{filepath.Join(idxDir, "i3"), filepath.Join(dataDir, "d3")} {
+				if sum, err := eng.Check(p); err != nil || sum != nil {
+					t.Errorf("current file %s stored by the rescan (or check failed: %v)", p, err)
+				}
+			}
+			if entries, _ := os.ReadDir(hookTmp); len(entries) != 0 {
+				t.Errorf("index copies left in %s: %v", hookTmp, entries)
+			}
+		})
+	}
+}
+
+// serveSynchronously answers daemon commands on socket, running each one,
+// background stores included, before it answers: a daemon whose workers
+// always win the race with the client.
+func serveSynchronously(t *testing.T, socket string, eng *engine.Engine, log *logrus.Entry) {
+	t.Helper()
+	ln, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				for {
+					b, err := proto.ReadFrame(c)
+					if err != nil {
+						return
+					}
+					cmd, err := proto.UnmarshalCommand(b)
+					resp := &proto.Response{Kind: proto.Err}
+					if err != nil {
+						resp.Err = err.Error()
+					} else {
+						resp = execute(eng, cmd, log)
+					}
+					if proto.WriteFrame(c, resp.Marshal()) != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
 }
