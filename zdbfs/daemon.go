@@ -104,7 +104,7 @@ func mountedZdbfs(mnt string) bool {
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
-		if len(f) > 2 && f[1] == mnt && f[2] == "fuse.zdbfs" {
+		if len(f) > 2 && unescapeMountinfo(f[1]) == mnt && f[2] == "fuse.zdbfs" {
 			return true
 		}
 	}

@@ -3,11 +3,11 @@ package zdbfs
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
-	"syscall"
+	"strings"
 
 	"github.com/sirupsen/logrus"
-	"golang.org/x/sys/unix"
 )
 
 // Kernel settings of the mount's backing device (/sys/class/bdi/<maj:min>),
@@ -33,13 +33,51 @@ const (
 	maxDirtyLimit     = 1 << 40
 )
 
-// bdiDir returns the sysfs directory of the backing device of mnt.
+// bdiDir returns the sysfs directory of the backing device of the zdbfs
+// mount at mnt, from /proc/self/mountinfo. It must not stat mnt: a FUSE
+// server that makes a request to its own mount can never exit if it is
+// killed while that request is in flight (the kernel then waits for the
+// answer uninterruptibly, and the connection ends only when the dying
+// process's /dev/fuse descriptor is closed).
 func bdiDir(mnt string) (string, error) {
-	var st syscall.Stat_t
-	if err := syscall.Stat(mnt, &st); err != nil {
-		return "", fmt.Errorf("stat mountpoint %q: %w", mnt, err)
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", fmt.Errorf("read mountinfo: %w", err)
 	}
-	return fmt.Sprintf("/sys/class/bdi/%d:%d", unix.Major(st.Dev), unix.Minor(st.Dev)), nil
+	dev := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		// id parent major:minor root mountpoint options... - type source super
+		f := strings.Fields(line)
+		sep := slices.Index(f, "-")
+		if sep < 5 || sep+1 >= len(f) || unescapeMountinfo(f[4]) != mnt || f[sep+1] != "fuse.zdbfs" {
+			continue
+		}
+		dev = f[2] // the last one is the mount on top
+	}
+	if dev == "" {
+		return "", fmt.Errorf("no zdbfs mount at %q in /proc/self/mountinfo", mnt)
+	}
+	return "/sys/class/bdi/" + dev, nil
+}
+
+// unescapeMountinfo decodes the octal escapes (\040 for a space, ...) of a
+// path in /proc/self/mountinfo.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
 
 // tuneBDI applies readahead= and dirtylimit= to the mount's backing device.
