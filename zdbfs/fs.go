@@ -31,6 +31,9 @@ type FS struct {
 
 	nodesMu sync.Mutex
 	nodes   map[uint64]*node
+	// unforgotten holds nodes the kernel forgot while they were dirty or
+	// being written back; sweep drops them once clean
+	unforgotten map[*node]struct{}
 
 	treeMu sync.Mutex // serializes changes to names
 

@@ -22,11 +22,25 @@ func (fs *FS) background(stop <-chan struct{}) {
 	}
 }
 
-// sweep forgets clean inodes the kernel no longer references. It holds
-// flushMu so that no inode is in the middle of being written back.
+// sweep forgets clean inodes the kernel no longer references: those it
+// forgot while they were dirty (fs.unforgotten), and with 100,000 inodes in
+// memory all of them. It holds flushMu so that no inode is in the middle of
+// being written back.
 func (fs *FS) sweep() {
 	fs.flushMu.Lock()
 	defer fs.flushMu.Unlock()
+	fs.nodesMu.Lock()
+	retry := make([]*node, 0, len(fs.unforgotten))
+	for n := range fs.unforgotten {
+		if n.lookups == 0 {
+			retry = append(retry, n)
+		}
+	}
+	clear(fs.unforgotten) // dropIfClean keeps those still dirty
+	fs.nodesMu.Unlock()
+	for _, n := range retry {
+		fs.dropIfClean(n)
+	}
 	fs.nodesMu.Lock()
 	if len(fs.nodes) < 100000 {
 		fs.nodesMu.Unlock()

@@ -417,34 +417,56 @@ func (fs *FS) maybeReap(n *node) {
 // forgetClean drops from memory a node the kernel no longer references,
 // with no open handle, nothing to write back and nothing in flight, and
 // its cached blocks (all clean): the next use loads it again from zdb
-// (loadNode). It is skipped while a write-back runs (a node being written
-// is not in the dirty sets but not in zdb yet either); the periodic sweep
-// catches those.
+// (loadNode). While a write-back runs (a node being written is not in the
+// dirty sets but not in zdb yet either) or the node is dirty, it is kept
+// in fs.unforgotten, which the next sweep (after the next write-back)
+// tries again.
 func (fs *FS) forgetClean(n *node) {
-	if n.ino == rootIno || !fs.flushMu.TryLock() {
+	if n.ino == rootIno {
+		return
+	}
+	if !fs.flushMu.TryLock() {
+		fs.deferForget(n)
 		return
 	}
 	defer fs.flushMu.Unlock()
+	fs.dropIfClean(n)
+}
+
+// dropIfClean is forgetClean with fs.flushMu held.
+func (fs *FS) dropIfClean(n *node) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.reaped || n.tmpfile || n.attr.Links == 0 || n.opens > 0 || n.flushing > 0 || len(n.inflight) > 0 || n.fresh.Load() {
-		return
+	if n.reaped || n.tmpfile || n.attr.Links == 0 || n.opens > 0 {
+		return // reaped, or released at its last close
 	}
 	fs.dirtyMu.Lock()
 	_, d1 := fs.dirtyMeta[n]
 	_, d2 := fs.dirtyDirs[n]
 	_, d3 := fs.dirtyData[n]
 	fs.dirtyMu.Unlock()
-	if d1 || d2 || d3 {
+	if d1 || d2 || d3 || n.flushing > 0 || len(n.inflight) > 0 || n.fresh.Load() {
+		fs.deferForget(n)
 		return
 	}
 	fs.nodesMu.Lock()
 	gone := n.lookups == 0 && fs.nodes[n.ino] == n
 	if gone {
 		delete(fs.nodes, n.ino)
+		delete(fs.unforgotten, n)
 	}
 	fs.nodesMu.Unlock()
 	if gone {
 		fs.dropBlocks(n, 0)
 	}
+}
+
+// deferForget keeps n for the next sweep.
+func (fs *FS) deferForget(n *node) {
+	fs.nodesMu.Lock()
+	if fs.unforgotten == nil {
+		fs.unforgotten = map[*node]struct{}{}
+	}
+	fs.unforgotten[n] = struct{}{}
+	fs.nodesMu.Unlock()
 }

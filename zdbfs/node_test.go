@@ -235,3 +235,39 @@ func TestForgetRacesWithWrites(t *testing.T) {
 		sameBytes(t, name+" read back", got, models[i])
 	}
 }
+
+// TestSweepDropsNodesForgottenDirty checks that nodes the kernel forgot
+// while they still had changes to write leave memory at the sweep that
+// follows their write-back, without waiting for 100,000 inodes.
+func TestSweepDropsNodesForgottenDirty(t *testing.T) {
+	_, sock := zdbOnly(t)
+	f := openTestFS(t, sock, "")
+	const files = 40
+	inos := make([]uint64, files)
+	for i := range inos {
+		inos[i] = f.create(fmt.Sprintf("f%d", i))
+		must(t, f.write(inos[i], 0, fill(5000, int64(i))))
+		f.Release(nil, &fuse.ReleaseIn{InHeader: hdr(inos[i]), Fh: inos[i]})
+		f.Forget(inos[i], 1) // dirty: kept
+	}
+	f.sweep() // before the write-back: nothing may go
+	for _, ino := range inos {
+		if !f.inMemory(ino) {
+			t.Fatalf("inode %d was dropped before it was written back", ino)
+		}
+	}
+	must(t, f.flush())
+	f.sweep()
+	for _, ino := range inos {
+		if f.inMemory(ino) {
+			t.Fatalf("inode %d, forgotten while dirty, still in memory after write-back and sweep", ino)
+		}
+	}
+	for i := range inos {
+		got, err := f.contents(f.lookup(fmt.Sprintf("f%d", i)))
+		must(t, err)
+		if !bytes.Equal(got, fill(5000, int64(i))) {
+			t.Fatalf("f%d reads back %d bytes after reload", i, len(got))
+		}
+	}
+}
