@@ -7,8 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
 	"syscall"
+
+	"github.com/qsfs/qsfs/internal/mountinfo"
 )
 
 // Process plumbing: background mode and the auto_unmount watchdog.
@@ -98,15 +99,6 @@ func watch(mnt string) int {
 }
 
 func mountedZdbfs(mnt string) bool {
-	b, err := os.ReadFile("/proc/self/mounts")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 2 && unescapeMountinfo(f[1]) == mnt && f[2] == "fuse.zdbfs" {
-			return true
-		}
-	}
-	return false
+	e, ok, err := mountinfo.At(mountinfo.Self, mnt)
+	return err == nil && ok && e.FSType == "fuse.zdbfs"
 }

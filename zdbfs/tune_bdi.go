@@ -3,10 +3,9 @@ package zdbfs
 import (
 	"fmt"
 	"os"
-	"slices"
 	"strconv"
-	"strings"
 
+	"github.com/qsfs/qsfs/internal/mountinfo"
 	"github.com/sirupsen/logrus"
 )
 
@@ -40,44 +39,14 @@ const (
 // answer uninterruptibly, and the connection ends only when the dying
 // process's /dev/fuse descriptor is closed).
 func bdiDir(mnt string) (string, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	e, ok, err := mountinfo.At(mountinfo.Self, mnt)
 	if err != nil {
-		return "", fmt.Errorf("read mountinfo: %w", err)
+		return "", err
 	}
-	dev := ""
-	for _, line := range strings.Split(string(b), "\n") {
-		// id parent major:minor root mountpoint options... - type source super
-		f := strings.Fields(line)
-		sep := slices.Index(f, "-")
-		if sep < 5 || sep+1 >= len(f) || unescapeMountinfo(f[4]) != mnt || f[sep+1] != "fuse.zdbfs" {
-			continue
-		}
-		dev = f[2] // the last one is the mount on top
+	if !ok || e.FSType != "fuse.zdbfs" {
+		return "", fmt.Errorf("no zdbfs mount at %q in %s", mnt, mountinfo.Self)
 	}
-	if dev == "" {
-		return "", fmt.Errorf("no zdbfs mount at %q in /proc/self/mountinfo", mnt)
-	}
-	return "/sys/class/bdi/" + dev, nil
-}
-
-// unescapeMountinfo decodes the octal escapes (\040 for a space, ...) of a
-// path in /proc/self/mountinfo.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, "\\") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return "/sys/class/bdi/" + e.Dev, nil
 }
 
 // tuneBDI applies readahead= and dirtylimit= to the mount's backing device.

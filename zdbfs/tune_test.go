@@ -195,19 +195,3 @@ func TestSmallFileRequests(t *testing.T) {
 		})
 	}
 }
-
-// TestUnescapeMountinfo decodes the octal escapes of mountinfo paths.
-func TestUnescapeMountinfo(t *testing.T) {
-	for in, want := range map[string]string{
-		`/mnt/a`:           "/mnt/a",
-		`/mnt/a\040b`:      "/mnt/a b",
-		`/mnt/tab\011x`:    "/mnt/tab\tx",
-		`/x\134y`:          `/x\y`,
-		`/short\04`:        `/short\04`,
-		`/not\999octal\04`: `/not\999octal\04`,
-	} {
-		if got := unescapeMountinfo(in); got != want {
-			t.Errorf("unescapeMountinfo(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
