@@ -157,6 +157,20 @@ func raceFile(t *testing.T, size int) (path string, stop func()) {
 	return path, raceReaders(t, path, size)
 }
 
+// expectFilled fails unless path is size bytes, all equal to round, as
+// who wrote them in that round.
+func expectFilled(t *testing.T, path string, size, round int, who string) {
+	t.Helper()
+	got, err := os.ReadFile(path)
+	must(t, err)
+	if len(got) != size {
+		t.Fatalf("round %d: file is %d bytes, want %d", round, len(got), size)
+	}
+	if i := bytes.IndexFunc(got, func(r rune) bool { return r != rune(round) }); i >= 0 {
+		t.Fatalf("round %d: byte %d reads %d, %s wrote %d", round, i, got[i], who, round)
+	}
+}
+
 // TestPageStoreNeverStale races page cache stores against writers and
 // truncates: whatever the interleaving, the file must read back as the
 // last writer left it, and a truncate must not be undone.
@@ -186,14 +200,7 @@ func TestPageStoreNeverStale(t *testing.T) {
 		must(t, err)
 		must(t, f.Close())
 		time.Sleep(2 * time.Millisecond) // let stores copied before the close try to land
-		got, err := os.ReadFile(path)
-		must(t, err)
-		if len(got) != size {
-			t.Fatalf("round %d: file is %d bytes, want %d", round, len(got), size)
-		}
-		if i := bytes.IndexFunc(got, func(r rune) bool { return r != rune(round) }); i >= 0 {
-			t.Fatalf("round %d: byte %d reads %d, the last writer wrote %d", round, i, got[i], round)
-		}
+		expectFilled(t, path, size, round, "the last writer")
 	}
 }
 
@@ -275,13 +282,6 @@ func TestPageStoreMmapWriter(t *testing.T) {
 		copy(m, bytes.Repeat([]byte{byte(round)}, size))
 		must(t, unix.Munmap(m))
 		time.Sleep(2 * time.Millisecond) // let stores copied before the munmap try to land
-		got, err := os.ReadFile(path)
-		must(t, err)
-		if len(got) != size {
-			t.Fatalf("round %d: file is %d bytes, want %d", round, len(got), size)
-		}
-		if i := bytes.IndexFunc(got, func(r rune) bool { return r != rune(round) }); i >= 0 {
-			t.Fatalf("round %d: byte %d reads %d, the mapping wrote %d", round, i, got[i], round)
-		}
+		expectFilled(t, path, size, round, "the mapping")
 	}
 }
