@@ -42,7 +42,7 @@ zdb:        host= port= unix=  (all namespaces)
             th= tp= tu= ts=    (temporary)
 filesystem: size=<bytes[kMGT]> cachesize=<128 KiB blocks> nocache autons
             background logfile=<path> debug
-tuning:     readahead=<bytes[kMG]> dirtylimit=<bytes[kMG]> procs=<n> nowriteback
+tuning:     readahead=<bytes[kMG]> dirtylimit=<bytes[kMG]> procs=<n> nowriteback nopagestore
 fuse:       allow_other auto_unmount ro default_permissions nosuid nodev ...
 `
 

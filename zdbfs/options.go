@@ -55,6 +55,7 @@ type Options struct {
 	DirtyLimit  uint64 // bdi max_bytes (dirty page cache of the mount); 0 = the kernel's
 	NoCache     bool
 	NoWriteback bool // no kernel writeback cache: each write(2) is a WRITE request
+	NoPageStore bool // never hand re-read blocks to the kernel's page cache (read_store.go)
 	AutoNS      bool
 	Backgrnd    bool
 	Logfile     string
@@ -289,6 +290,8 @@ func (o *Options) flag(k, v string) error {
 		o.NoCache = true
 	case "nowriteback":
 		o.NoWriteback = true
+	case "nopagestore":
+		o.NoPageStore = true
 	case "autons":
 		o.AutoNS = true
 	case "background":

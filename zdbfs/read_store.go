@@ -133,7 +133,7 @@ func (p *pageStore) again(ino uint64, idx uint32) bool {
 // by a READ of [off, off+k), when the block is read again, k is less than
 // a block and the READ stays inside it; n.mu held.
 func (fs *FS) storeRest(n *node, off, k uint64) *storeJob {
-	if fs.opts.NoCache || fs.server == nil || k == 0 || k >= blockSize {
+	if fs.opts.NoCache || fs.opts.NoPageStore || fs.server == nil || k == 0 || k >= blockSize {
 		return nil
 	}
 	idx := uint32(off / blockSize)

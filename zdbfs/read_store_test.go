@@ -285,3 +285,24 @@ func TestPageStoreMmapWriter(t *testing.T) {
 		expectFilled(t, path, size, round, "the mapping")
 	}
 }
+
+// TestPageStoreOff checks that with nopagestore a block read twice is not
+// handed to the page cache.
+func TestPageStoreOff(t *testing.T) {
+	s := newStack(t)
+	s.mount("nopagestore")
+	path := filepath.Join(s.mnt, "f")
+	data := make([]byte, 2*blockSize)
+	rand.New(rand.NewSource(8)).Read(data)
+	must(t, os.WriteFile(path, data, 0o644))
+	dropPages(t, path)
+	readPage(t, path, 8192)
+	dropPages(t, path)
+	readPage(t, path, 65536)
+	time.Sleep(300 * time.Millisecond) // a store would have landed by now
+	for p, r := range resident(t, path, len(data))[:blockSize/4096] {
+		if r && p != 16 {
+			t.Fatalf("page %d is in the page cache with nopagestore", p)
+		}
+	}
+}
