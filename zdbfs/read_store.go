@@ -146,21 +146,13 @@ func (fs *FS) storeRest(n *node, off, k uint64) *storeJob {
 	}
 	job := &storeJob{ino: n.ino, gen: fs.pages.stripe(n.ino).gen.Load()}
 	start := uint64(idx) * blockSize
-	end := min(start+blockSize, n.attr.Size)
-	const page = 4096
-	lo, hi := off&^(page-1), min((off+k+page-1)&^(page-1), end)
-	piece := func(from, to uint64) {
-		if from >= to {
-			return
+	for _, r := range restRanges(off, k, n.attr.Size) {
+		d := make([]byte, r[1]-r[0])
+		if r[0]-start < uint64(len(b.data)) {
+			copy(d, b.data[r[0]-start:])
 		}
-		d := make([]byte, to-from)
-		if from-start < uint64(len(b.data)) {
-			copy(d, b.data[from-start:])
-		}
-		job.runs = append(job.runs, pageRun{off: from, data: d})
+		job.runs = append(job.runs, pageRun{off: r[0], data: d})
 	}
-	piece(start, lo)
-	piece(hi, end)
 	if len(job.runs) == 0 {
 		return nil
 	}
@@ -205,4 +197,26 @@ func (fs *FS) sizeOf(ino uint64) (uint64, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.attr.Size, !n.reaped
+}
+
+// restRanges returns the parts of the block holding [off, off+k) that lie
+// outside that READ's pages and inside a file of size bytes. A READ may
+// have been answered from a size that a truncate changed while it waited
+// for zdb (n.mu released): nothing past size is ever returned.
+func restRanges(off, k, size uint64) [][2]uint64 {
+	const page = 4096
+	start := off / blockSize * blockSize
+	end := min(start+blockSize, size)
+	if start >= end {
+		return nil
+	}
+	lo, hi := min(off&^(page-1), end), min((off+k+page-1)&^(page-1), end)
+	var out [][2]uint64
+	if start < lo {
+		out = append(out, [2]uint64{start, lo})
+	}
+	if hi < end {
+		out = append(out, [2]uint64{hi, end})
+	}
+	return out
 }

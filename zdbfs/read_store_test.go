@@ -5,6 +5,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"syscall"
 	"testing"
@@ -303,6 +304,30 @@ func TestPageStoreOff(t *testing.T) {
 	for p, r := range resident(t, path, len(data))[:blockSize/4096] {
 		if r && p != 16 {
 			t.Fatalf("page %d is in the page cache with nopagestore", p)
+		}
+	}
+}
+
+// TestRestRanges checks what of a block a store may hand over around a
+// READ, including a READ answered from a size a truncate changed while it
+// waited (then nothing past the new size).
+func TestRestRanges(t *testing.T) {
+	const B = blockSize
+	for _, c := range []struct {
+		off, k, size uint64
+		want         [][2]uint64
+	}{
+		{B + 8192, 4096, 8 * B, [][2]uint64{{B, B + 8192}, {B + 12288, 2 * B}}},
+		{B, 4096, 8 * B, [][2]uint64{{B + 4096, 2 * B}}},
+		{B + 100, 50, 8 * B, [][2]uint64{{B + 4096, 2 * B}}},
+		{B + 8192, 4096, B + 10000, [][2]uint64{{B, B + 8192}}},
+		{B + 8192, 4096, B + 5000, [][2]uint64{{B, B + 5000}}},
+		// the READ of the reported failure: block 3, size now 131,172
+		{3*B + 32768, 4096, B + 100, nil},
+		{3 * B, 4096, 3 * B, nil},
+	} {
+		if got := restRanges(c.off, c.k, c.size); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("restRanges(%d, %d, %d) = %v, want %v", c.off, c.k, c.size, got, c.want)
 		}
 	}
 }
