@@ -254,26 +254,21 @@ func (s *Stack) startFS(deadline time.Time) error {
 // waitMounted polls mountinfo until a fuse.zdbfs mount is live at the
 // mountpoint, failing early when zdbfs exits.
 func (s *Stack) waitMounted(fs *Process, deadline time.Time) error {
-	for {
-		t, err := MountedFS(s.d.cfg.Mountinfo, s.mountpoint)
-		if err != nil {
-			return err
-		}
-		if t == "fuse.zdbfs" {
-			return nil
-		}
-		select {
-		case <-fs.Exited():
-			return fmt.Errorf("zdbfs exited (%s) before %s was mounted%s", fs.Status().LastExit, s.mountpoint, lastLines(fs))
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			if t != "" {
-				return fmt.Errorf("timed out waiting for fuse.zdbfs at %s (found %s)%s", s.mountpoint, t, lastLines(fs))
-			}
-			return fmt.Errorf("timed out waiting for fuse.zdbfs at %s%s", s.mountpoint, lastLines(fs))
-		}
+	var t string
+	err := poll(fs, deadline, func() (bool, error) {
+		var err error
+		t, err = MountedFS(s.d.cfg.Mountinfo, s.mountpoint)
+		return t == "fuse.zdbfs", err
+	})
+	switch {
+	case errors.Is(err, errExited):
+		return fmt.Errorf("zdbfs exited (%s) before %s was mounted%s", fs.Status().LastExit, s.mountpoint, lastLines(fs))
+	case errors.Is(err, errTimeout) && t != "":
+		return fmt.Errorf("timed out waiting for fuse.zdbfs at %s (found %s)%s", s.mountpoint, t, lastLines(fs))
+	case errors.Is(err, errTimeout):
+		return fmt.Errorf("timed out waiting for fuse.zdbfs at %s%s", s.mountpoint, lastLines(fs))
 	}
+	return err
 }
 
 // detachStale lazily unmounts whatever is left at the mountpoint (a FUSE
@@ -412,41 +407,70 @@ func lastLines(p *Process) string {
 
 // waitSocket waits until a unix socket accepts connections.
 func waitSocket(path string, p *Process, deadline time.Time) error {
-	for {
+	err := poll(p, deadline, func() (bool, error) {
 		c, err := net.DialTimeout("unix", path, time.Second)
 		if err == nil {
 			c.Close()
-			return nil
 		}
-		select {
-		case <-p.Exited():
-			return fmt.Errorf("%s exited (%s)", p.Name, p.Status().LastExit)
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("timed out waiting for %s", path)
-		}
+		return err == nil, nil
+	})
+	switch {
+	case errors.Is(err, errExited):
+		return fmt.Errorf("%s exited (%s)", p.Name, p.Status().LastExit)
+	case errors.Is(err, errTimeout):
+		return fmt.Errorf("timed out waiting for %s", path)
 	}
+	return err
 }
 
 // waitZdb waits until zdb answers PING on its socket.
 func waitZdb(sock string, p *Process, deadline time.Time) error {
+	err := poll(p, deadline, func() (bool, error) {
+		c, err := client.Dial("unix", sock, time.Second)
+		if err != nil {
+			return false, nil
+		}
+		defer c.Close()
+		return c.Ping() == nil, nil
+	})
+	switch {
+	case errors.Is(err, errExited):
+		return fmt.Errorf("zdb exited (%s)", p.Status().LastExit)
+	case errors.Is(err, errTimeout):
+		return fmt.Errorf("timed out waiting for zdb on %s", sock)
+	}
+	return err
+}
+
+var (
+	errExited  = errors.New("process exited")
+	errTimeout = errors.New("timed out")
+)
+
+// poll runs ready until it reports true or fails, at first every 2 ms and
+// then backing off to every 50 ms (a stack comes up in tens of
+// milliseconds: a fixed 50-100 ms poll added most of that again to every
+// mount). It returns errExited when p exits first, errTimeout after
+// deadline.
+func poll(p *Process, deadline time.Time, ready func() (bool, error)) error {
+	wait := 2 * time.Millisecond
 	for {
-		if c, err := client.Dial("unix", sock, time.Second); err == nil {
-			err = c.Ping()
-			c.Close()
-			if err == nil {
-				return nil
-			}
+		ok, err := ready()
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
 		}
 		select {
 		case <-p.Exited():
-			return fmt.Errorf("zdb exited (%s)", p.Status().LastExit)
-		case <-time.After(50 * time.Millisecond):
+			return errExited
+		case <-time.After(wait):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("timed out waiting for zdb on %s", sock)
+			return errTimeout
 		}
+		wait = min(2*wait, 50*time.Millisecond)
 	}
 }
 
