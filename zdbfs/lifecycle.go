@@ -30,46 +30,24 @@ func (fs *FS) sweep() {
 	fs.flushMu.Lock()
 	defer fs.flushMu.Unlock()
 	fs.nodesMu.Lock()
-	retry := make([]*node, 0, len(fs.unforgotten))
+	cand := make([]*node, 0, len(fs.unforgotten))
 	for n := range fs.unforgotten {
-		if n.lookups == 0 {
-			retry = append(retry, n)
-		}
+		cand = append(cand, n)
 	}
 	clear(fs.unforgotten) // dropIfClean keeps those still dirty
-	fs.nodesMu.Unlock()
-	for _, n := range retry {
-		fs.dropIfClean(n)
-	}
-	fs.nodesMu.Lock()
-	if len(fs.nodes) < 100000 {
-		fs.nodesMu.Unlock()
-		return
-	}
-	cand := make([]*node, 0, len(fs.nodes))
-	for _, n := range fs.nodes {
-		if n.lookups == 0 {
+	if len(fs.nodes) >= 100000 {
+		for _, n := range fs.nodes {
 			cand = append(cand, n)
 		}
 	}
 	fs.nodesMu.Unlock()
 	for _, n := range cand {
-		n.mu.Lock()
-		busy := n.opens > 0 || n.flushing > 0 || len(n.cache) > 0 || len(n.inflight) > 0
-		n.mu.Unlock()
-		fs.dirtyMu.Lock()
-		_, d1 := fs.dirtyMeta[n]
-		_, d2 := fs.dirtyDirs[n]
-		_, d3 := fs.dirtyData[n]
-		fs.dirtyMu.Unlock()
-		if busy || d1 || d2 || d3 {
-			continue
-		}
 		fs.nodesMu.Lock()
-		if n.lookups == 0 && fs.nodes[n.ino] == n {
-			delete(fs.nodes, n.ino)
-		}
+		forgotten := n.lookups == 0
 		fs.nodesMu.Unlock()
+		if forgotten {
+			fs.dropIfClean(n)
+		}
 	}
 }
 
