@@ -168,35 +168,10 @@ func (fs *FS) store(job *storeJob) {
 	if s.writers[job.ino] > 0 || s.gen.Load() != job.gen {
 		return
 	}
-	// never past the file's end as zdbfs knows it now: the kernel would
-	// extend the file to what the store reaches (a truncate that changed
-	// the size since waits in resized until this store is done, and its
-	// answer then sets the kernel's size again)
-	size, ok := fs.sizeOf(job.ino)
-	if !ok {
-		return
-	}
 	for _, r := range job.runs {
-		if r.off >= size {
-			continue
-		}
-		data := r.data[:min(uint64(len(r.data)), size-r.off)]
 		// ENOENT: the kernel forgot the inode meanwhile; nothing to do
-		fs.server.InodeNotifyStoreCache(job.ino, int64(r.off), data)
+		fs.server.InodeNotifyStoreCache(job.ino, int64(r.off), r.data)
 	}
-}
-
-// sizeOf returns the size of inode ino if it is in memory.
-func (fs *FS) sizeOf(ino uint64) (uint64, bool) {
-	fs.nodesMu.Lock()
-	n := fs.nodes[ino]
-	fs.nodesMu.Unlock()
-	if n == nil {
-		return 0, false
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.attr.Size, !n.reaped
 }
 
 // restRanges returns the parts of the block holding [off, off+k) that lie
