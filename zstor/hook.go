@@ -181,33 +181,19 @@ func nsOf(p string) string { return filepath.Base(filepath.Dir(p)) }
 // directory; the copies are deleted after upload.
 func (h *hookEnv) jumpIndex(old string, dirty []string) error {
 	dir := filepath.Dir(old)
-	tmp, err := os.MkdirTemp("", hookTmpPrefix)
-	if err != nil {
-		return err
-	}
 	names := map[string]bool{filepath.Base(old): true}
 	for _, d := range dirty {
 		for _, id := range strings.Fields(d) {
 			names["i"+id] = true
 		}
 	}
-	var copied []string
+	sorted := make([]string, 0, len(names))
 	for n := range names {
-		src := filepath.Join(dir, n)
-		if err := copyFile(src, filepath.Join(tmp, n)); err != nil {
-			if sourceGone(err, src) {
-				continue
-			}
-			return err
-		}
-		copied = append(copied, n)
+		sorted = append(sorted, n)
 	}
-	sort.Strings(copied)
-	var errs []error
-	for _, n := range copied {
-		errs = append(errs, h.store(filepath.Join(tmp, n), dir, true))
-	}
-	return errors.Join(errs...)
+	sort.Strings(sorted)
+	_, err := h.storeIndexCopies(dir, sorted)
+	return err
 }
 
 func copyFile(src, dst string) error {
