@@ -18,7 +18,10 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ServerError is an error reply ("-..." line) from the server. Its text is the
@@ -61,15 +64,20 @@ func (r Reply) Err() error {
 
 // Conn is one connection to a 0-db server.
 type Conn struct {
-	nc      net.Conn
-	r       *bufio.Reader
-	wbuf    []byte      // encoded requests not yet written
-	werr    error       // first write error, sticky, returned by Flush
-	iov     net.Buffers // scratch for writev of wbuf and a large payload
-	timeout time.Duration
-	pending int
-	num     []byte
-	alloc   func(n int) []byte // buffers for large bulk replies, see SetBulkAlloc
+	nc   net.Conn
+	r    *bufio.Reader
+	wbuf []byte      // encoded requests not yet written
+	werr error       // first write error, sticky, returned by Flush
+	iov  net.Buffers // scratch for writev of wbuf and large payloads
+	// gather mode (SetGather): large payloads held by reference until
+	// Flush, each after wbuf[:held[i].at]
+	gather   bool
+	held     []heldBulk
+	heldSize int
+	timeout  time.Duration
+	pending  int
+	num      []byte
+	alloc    func(n int) []byte // buffers for large bulk replies, see SetBulkAlloc
 }
 
 // Dial connects to a server. network is "tcp" or "unix". timeout bounds the
@@ -100,6 +108,54 @@ func NewConn(nc net.Conn, timeout time.Duration) *Conn {
 // buffers (a block cache) does not pay for allocating and zeroing one per
 // reply. The payload is the first n bytes; the caller owns the buffer.
 func (c *Conn) SetBulkAlloc(alloc func(n int) []byte) { c.alloc = alloc }
+
+// SetGather turns gather mode on or off. In gather mode Send keeps a
+// reference to every large payload instead of writing it at once, and
+// Flush writes all buffered requests with their payloads in one writev(2)
+// (several when more than maxGathered bytes are held): a pipeline of
+// large SETs then costs one system call instead of one per payload, and
+// the server finds whole pipelines in its socket. The caller must leave
+// the payloads unchanged until Flush returns. Turning it off flushes
+// nothing; call it between pipelines.
+func (c *Conn) SetGather(on bool) { c.gather = on }
+
+// heldBulk is a payload held in gather mode, written after wbuf[:at].
+type heldBulk struct {
+	at int
+	b  []byte
+}
+
+// maxGathered bounds the payload bytes gather mode holds before writing.
+const maxGathered = 4 << 20
+
+// SetWriteBuffer asks for a socket send buffer of n bytes: with root
+// rights beyond the system's limit (SO_SNDBUFFORCE), else up to it. On a
+// unix socket the send buffer bounds what a client may have on its way to
+// the server, so a larger one lets a pipeline of large payloads be written
+// without waiting for the server to read.
+func (c *Conn) SetWriteBuffer(n int) error {
+	sc, ok := c.nc.(syscall.Conn)
+	if !ok {
+		return fmt.Errorf("set send buffer: %T is not a socket", c.nc)
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("set send buffer: %w", err)
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, n) == nil {
+			return
+		}
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, n)
+	}); err != nil {
+		return fmt.Errorf("set send buffer: %w", err)
+	}
+	if serr != nil {
+		return fmt.Errorf("set send buffer of %d bytes: %w", n, serr)
+	}
+	return nil
+}
 
 // Close closes the connection.
 func (c *Conn) Close() error { return c.nc.Close() }
@@ -140,7 +196,7 @@ func (c *Conn) Send(args ...any) error {
 		}
 	}
 	c.pending++
-	if len(c.wbuf) >= maxBuffered {
+	if len(c.wbuf) >= maxBuffered || c.heldSize >= maxGathered {
 		c.writeOut(nil)
 	}
 	return nil
@@ -154,22 +210,38 @@ func (c *Conn) writeNum(n int64) {
 func (c *Conn) writeBulk(b []byte) {
 	c.wbuf = append(c.wbuf, '$')
 	c.writeNum(int64(len(b)))
-	if len(b) >= bigBulk {
+	switch {
+	case len(b) >= bigBulk && c.gather:
+		c.held = append(c.held, heldBulk{len(c.wbuf), b})
+		c.heldSize += len(b)
+	case len(b) >= bigBulk:
 		c.writeOut(b)
-	} else {
+	default:
 		c.wbuf = append(c.wbuf, b...)
 	}
 	c.wbuf = append(c.wbuf, "\r\n"...)
 }
 
-// writeOut writes wbuf followed by extra (if any) in one writev and empties
-// wbuf. After a write error nothing more is written.
+// writeOut writes wbuf, with the held payloads in their places, followed
+// by extra (if any) in one writev and empties wbuf. After a write error
+// nothing more is written.
 func (c *Conn) writeOut(extra []byte) {
 	if c.werr == nil {
 		if c.timeout > 0 {
 			c.nc.SetDeadline(time.Now().Add(c.timeout))
 		}
-		c.iov = append(c.iov[:0], c.wbuf)
+		c.iov = c.iov[:0]
+		at := 0
+		for _, h := range c.held {
+			if h.at > at {
+				c.iov = append(c.iov, c.wbuf[at:h.at])
+			}
+			c.iov = append(c.iov, h.b)
+			at = h.at
+		}
+		if len(c.wbuf) > at {
+			c.iov = append(c.iov, c.wbuf[at:])
+		}
 		if len(extra) > 0 {
 			c.iov = append(c.iov, extra)
 		}
@@ -179,6 +251,8 @@ func (c *Conn) writeOut(extra []byte) {
 		}
 		clear(c.iov[:cap(c.iov)])
 	}
+	clear(c.held)
+	c.held, c.heldSize = c.held[:0], 0
 	if cap(c.wbuf) > 4*maxBuffered {
 		c.wbuf = make([]byte, 0, 4<<10)
 	}
@@ -187,7 +261,7 @@ func (c *Conn) writeOut(extra []byte) {
 
 // Flush writes buffered requests to the server.
 func (c *Conn) Flush() error {
-	if len(c.wbuf) > 0 {
+	if len(c.wbuf) > 0 || len(c.held) > 0 {
 		c.writeOut(nil)
 	}
 	if c.werr != nil {

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -165,5 +166,58 @@ func TestBulkAlloc(t *testing.T) {
 	short := bufio.NewReader(strings.NewReader(fmt.Sprintf("$%d\r\n%s\r\n", len(big), big)))
 	if _, err := readReply(short, func(int) []byte { return make([]byte, 10) }); err == nil {
 		t.Fatal("an allocator returning a short buffer was accepted")
+	}
+}
+
+// TestGather checks gather mode: large payloads are held until Flush and
+// then written in their places, the stream byte for byte as without it.
+func TestGather(t *testing.T) {
+	big1 := bytes.Repeat([]byte("a"), bigBulk)
+	big2 := bytes.Repeat([]byte("b"), 3*bigBulk+5)
+	var want bytes.Buffer
+	fmt.Fprintf(&want, "*3\r\n$3\r\nSET\r\n$0\r\n\r\n$%d\r\n%s\r\n", len(big1), big1)
+	fmt.Fprintf(&want, "*3\r\n$3\r\nSET\r\n$2\r\nk1\r\n$5\r\nsmall\r\n")
+	fmt.Fprintf(&want, "*3\r\n$3\r\nSET\r\n$2\r\nk2\r\n$%d\r\n%s\r\n", len(big2), big2)
+
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	got := make(chan []byte)
+	var read atomic.Int64
+	go func() {
+		var buf bytes.Buffer
+		chunk := make([]byte, 4096)
+		for buf.Len() < want.Len() {
+			n, err := b.Read(chunk)
+			read.Add(int64(n))
+			buf.Write(chunk[:n])
+			if err != nil {
+				break
+			}
+		}
+		got <- buf.Bytes()
+	}()
+	c := NewConn(a, 0)
+	c.SetGather(true)
+	for _, req := range [][]any{{"SET", "", big1}, {"SET", "k1", []byte("small")}, {"SET", []byte("k2"), big2}} {
+		if err := c.Send(req...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(20 * time.Millisecond)
+	if n := read.Load(); n != 0 {
+		t.Fatalf("%d bytes written before Flush", n)
+	}
+	if len(c.held) != 2 || c.heldSize != len(big1)+len(big2) {
+		t.Fatalf("held %d payloads, %d bytes", len(c.held), c.heldSize)
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if out := <-got; !bytes.Equal(out, want.Bytes()) {
+		t.Fatalf("gathered stream differs from the plain encoding (%d vs %d bytes)", len(out), want.Len())
+	}
+	if len(c.held) != 0 || c.heldSize != 0 || len(c.wbuf) != 0 {
+		t.Fatalf("after Flush: %d held, %d bytes buffered", len(c.held), len(c.wbuf))
 	}
 }
