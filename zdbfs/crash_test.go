@@ -22,9 +22,11 @@ func fsyncPath(t *testing.T, path string) {
 
 // TestCrashSafety kills zdbfs and then zdb with SIGKILL and checks that what
 // fsync returned for is there after a restart, in a consistent tree.
-func TestCrashSafety(t *testing.T) {
+func TestCrashSafety(t *testing.T) { runCrashSafety(t) }
+
+func runCrashSafety(t *testing.T, opts ...string) {
 	s := newStack(t)
-	s.mount()
+	s.mount(opts...)
 	must(t, os.MkdirAll(filepath.Join(s.mnt, "dir/sub"), 0o755))
 	sum := writeRandom(t, filepath.Join(s.mnt, "dir/data"), 20<<20+12345, 7)
 	writeFile(t, filepath.Join(s.mnt, "dir/sub/small"), "durable")
@@ -39,7 +41,7 @@ func TestCrashSafety(t *testing.T) {
 	s.crash()
 	s.zdb.stop(syscall.SIGKILL)
 	s.startZdb()
-	s.mount()
+	s.mount(opts...)
 
 	if got := fileSum(t, filepath.Join(s.mnt, "dir/data")); got != sum {
 		t.Errorf("fsynced file has sha256 %s after the crash, want %s", got, sum)
@@ -54,7 +56,7 @@ func TestCrashSafety(t *testing.T) {
 	// and the filesystem keeps working
 	writeFile(t, filepath.Join(s.mnt, "dir/after"), "after")
 	s.unmount()
-	s.mount()
+	s.mount(opts...)
 	if got := readFile(t, filepath.Join(s.mnt, "dir/after")); got != "after" {
 		t.Errorf("file written after the restart reads %q", got)
 	}

@@ -43,6 +43,7 @@ zdb:        host= port= unix=  (all namespaces)
 filesystem: size=<bytes[kMGT]> cachesize=<128 KiB blocks> nocache autons
             background logfile=<path> debug
 tuning:     readahead=<bytes[kMG]> dirtylimit=<bytes[kMG]> procs=<n> nowriteback nopagestore
+            uring=auto|on|off
 fuse:       allow_other auto_unmount ro default_permissions nosuid nodev ...
 `
 
@@ -171,11 +172,30 @@ func run(o *Options, log *logrus.Entry) (err error) {
 			defer w.Close() // kept open until zdbfs is done
 		}
 	}
+	var us *uringServer
+	switch {
+	case o.URing == URingOn && !direct:
+		return errors.New("uring=on: FUSE over io_uring needs zdbfs to mount as root")
+	case o.URing != URingOff && direct:
+		us, err = newURingServer(fs, mo, log)
+		if err != nil {
+			if o.URing == URingOn {
+				return fmt.Errorf("uring=on: %w", err)
+			}
+			log.Infof("FUSE over io_uring not available: %v", err)
+		}
+	}
 	if direct {
-		sm, err = mountSelf(o.Mountpoint, mo)
+		sm, err = mountSelf(o.Mountpoint, mo, us, o.URing)
 		if err != nil {
 			log.Warnf("direct mount failed, mounting with fusermount3 (no one-second time granularity): %v", err)
 			direct = false
+			if us != nil {
+				us.cancel()
+			}
+			if o.URing == URingOn {
+				return fmt.Errorf("uring=on: %w", err)
+			}
 		} else {
 			rfs = initHook{FS: fs, m: sm}
 			c := *o
@@ -206,7 +226,7 @@ func run(o *Options, log *logrus.Entry) (err error) {
 		return fmt.Errorf("mount %q: %w", o.Mountpoint, err)
 	}
 	tuneBDI(o, log)
-	log.WithFields(logrus.Fields{"size": size, "procs": procs}).Info("mounted")
+	log.WithFields(logrus.Fields{"size": size, "procs": procs, "io_uring": sm != nil && sm.uringUsed}).Info("mounted")
 	notifyReady(nil)
 
 	go func() {
@@ -239,6 +259,9 @@ func run(o *Options, log *logrus.Entry) (err error) {
 	stop := make(chan struct{})
 	go fs.background(stop)
 	srv.Wait()
+	if sm != nil {
+		sm.waitURing() // the kernel ends the rings' commands with the connection
+	}
 	close(stop)
 	return fs.shutdown()
 }

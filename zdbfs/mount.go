@@ -55,12 +55,20 @@ type selfMount struct {
 	done chan struct{} // closed when the hand-off goroutine returns
 	err  error         // of the hand-off (set before done closes), then of finish
 	fin  bool          // finish or abort ran
+
+	// FUSE over io_uring (uring.go): the servers's threads, ready before
+	// INIT; whether the INIT reply enabled it; their /dev/fuse descriptor
+	uring     *uringServer
+	uringMode string
+	uringUsed bool
+	uringDev  int // valid once began
+	began     bool
 }
 
 // mountSelf mounts the filesystem at mnt with the options of mo and starts
 // the hand-off of FUSE_INIT. go-fuse must then be given m.fdPath() as its
 // mountpoint, and the file system wrapped in initHook.
-func mountSelf(mnt string, mo *fuse.MountOptions) (*selfMount, error) {
+func mountSelf(mnt string, mo *fuse.MountOptions, us *uringServer, uringMode string) (*selfMount, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(mnt, &st); err != nil {
 		return nil, fmt.Errorf("stat mountpoint %q: %w", mnt, err)
@@ -80,7 +88,8 @@ func mountSelf(mnt string, mo *fuse.MountOptions) (*selfMount, error) {
 		unix.Close(dev)
 		return nil, fmt.Errorf("socketpair for the FUSE_INIT hand-off: %w", err)
 	}
-	m := &selfMount{mnt: mnt, dev: dev, ours: pair[0], theirs: pair[1], done: make(chan struct{})}
+	m := &selfMount{mnt: mnt, dev: dev, ours: pair[0], theirs: pair[1], done: make(chan struct{}),
+		uring: us, uringMode: uringMode}
 	go m.handoff(8<<10 + maxRead(mo) + 4<<10)
 	return m, nil
 }
@@ -135,13 +144,7 @@ func mountParams(mo *fuse.MountOptions, fd int, mode uint32, uid, gid int) (sour
 // maxRead is go-fuse's maximum request size: MaxWrite capped to the
 // kernel's page limit.
 func maxRead(mo *fuse.MountOptions) int {
-	pages := 256
-	if b, err := os.ReadFile("/proc/sys/fs/fuse/max_pages_limit"); err == nil {
-		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n > 0 {
-			pages = n
-		}
-	}
-	limit := pages * os.Getpagesize()
+	limit := maxPagesLimit() * os.Getpagesize()
 	if mo.MaxWrite <= 0 || mo.MaxWrite > limit {
 		return limit
 	}
@@ -170,6 +173,11 @@ func (m *selfMount) relayInit(buf []byte) error {
 		return fmt.Errorf("first FUSE request has opcode %d, not FUSE_INIT", op)
 	}
 	unique := binary.NativeEndian.Uint64(buf[8:])
+	offered := uringOffered(buf[:n])
+	if !offered && m.uringMode == URingOn {
+		return errors.New("uring=on: the kernel does not offer FUSE over io_uring " +
+			"(needs Linux 6.14+ and Y in /sys/module/fuse/parameters/enable_uring)")
+	}
 	if _, err := writeFD(m.ours, buf[:n]); err != nil {
 		return fmt.Errorf("pass FUSE_INIT to go-fuse: %w", err)
 	}
@@ -181,10 +189,35 @@ func (m *selfMount) relayInit(buf []byte) error {
 	if err := setTimeGran(reply, unique); err != nil {
 		return err
 	}
+	if offered && m.uring != nil {
+		enableURing(reply)
+		m.uringUsed = true
+	}
 	if _, err := writeFD(m.dev, reply); err != nil {
 		return fmt.Errorf("write FUSE_INIT reply to /dev/fuse: %w", err)
 	}
 	return nil
+}
+
+// uringOffered reports whether the kernel's INIT request offers FUSE over
+// io_uring.
+func uringOffered(req []byte) bool {
+	flagsAt := inHeaderSize + int(unsafe.Offsetof(fuse.InitIn{}.Flags)-unsafe.Offsetof(fuse.InitIn{}.Major))
+	flags2At := inHeaderSize + int(unsafe.Offsetof(fuse.InitIn{}.Flags2)-unsafe.Offsetof(fuse.InitIn{}.Major))
+	if len(req) < flags2At+4 {
+		return false
+	}
+	return binary.NativeEndian.Uint32(req[flagsAt:])&initExt != 0 &&
+		binary.NativeEndian.Uint32(req[flags2At:])&initOverIOURing != 0
+}
+
+// enableURing sets FUSE_OVER_IO_URING in an INIT reply that setTimeGran
+// accepted (so it is long enough).
+func enableURing(reply []byte) {
+	flagsAt := outHeaderSize + int(unsafe.Offsetof(fuse.InitOut{}.Flags))
+	flags2At := outHeaderSize + int(unsafe.Offsetof(fuse.InitOut{}.Flags2))
+	binary.NativeEndian.PutUint32(reply[flagsAt:], binary.NativeEndian.Uint32(reply[flagsAt:])|initExt)
+	binary.NativeEndian.PutUint32(reply[flags2At:], binary.NativeEndian.Uint32(reply[flags2At:])|initOverIOURing)
 }
 
 // setTimeGran sets time_gran in a successful INIT reply to request unique.
@@ -242,12 +275,52 @@ func (m *selfMount) finish() error {
 			m.err = fmt.Errorf("hand /dev/fuse to go-fuse: %w", err)
 		}
 	}
+	if m.err == nil {
+		m.startURing()
+	}
 	if m.err != nil {
 		return m.err
 	}
 	unix.Close(m.dev)
 	unix.Close(m.ours)
 	return nil
+}
+
+// startURing lets the io_uring threads register with the kernel, or stops
+// them if the INIT reply did not enable io_uring. The kernel holds requests
+// until every queue has an entry; if a registration fails, it falls back
+// to /dev/fuse by itself.
+func (m *selfMount) startURing() {
+	if m.uring == nil {
+		return
+	}
+	if !m.uringUsed {
+		m.uring.cancel()
+		m.uring = nil
+		return
+	}
+	d, err := unix.FcntlInt(uintptr(m.dev), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		// the threads never register: the kernel would wait for them
+		// forever, so end the connection rather than hang every caller
+		m.err = fmt.Errorf("duplicate /dev/fuse for io_uring: %w", err)
+		m.uring.cancel()
+		m.uring = nil
+		return
+	}
+	m.uringDev, m.began = d, true
+	m.uring.begin(d)
+}
+
+// waitURing returns when the io_uring threads have ended (after the
+// connection is gone) and releases their descriptor.
+func (m *selfMount) waitURing() {
+	if m.uring == nil {
+		return
+	}
+	m.uring.wait()
+	unix.Close(m.uringDev)
+	m.uring = nil
 }
 
 // abort removes a mount whose hand-off failed or that go-fuse could not
@@ -258,6 +331,11 @@ func (m *selfMount) abort() {
 	}
 	detach(m.mnt) // aborts the connection: wakes a read of /dev/fuse
 	<-m.done
+	if m.uring != nil && !m.began {
+		m.uring.cancel() // never began
+		m.uring = nil
+	}
+	m.waitURing()
 	if m.err == nil && m.fin {
 		return // finish handed the descriptors to go-fuse
 	}

@@ -54,8 +54,9 @@ type Options struct {
 	Readahead   uint64 // bdi read-ahead in bytes; 0 = the kernel's
 	DirtyLimit  uint64 // bdi max_bytes (dirty page cache of the mount); 0 = the kernel's
 	NoCache     bool
-	NoWriteback bool // no kernel writeback cache: each write(2) is a WRITE request
-	NoPageStore bool // never hand re-read blocks to the kernel's page cache (read_store.go)
+	NoWriteback bool   // no kernel writeback cache: each write(2) is a WRITE request
+	NoPageStore bool   // never hand re-read blocks to the kernel's page cache (read_store.go)
+	URing       string // FUSE over io_uring: URingAuto, URingOn or URingOff (uring.go)
 	AutoNS      bool
 	Backgrnd    bool
 	Logfile     string
@@ -96,6 +97,7 @@ func ParseOptions(args []string) (*Options, error) {
 		CacheSize: defaultCacheSize,
 
 		Readahead:  defaultReadahead,
+		URing:      URingAuto,
 		DirtyLimit: defaultDirtyLimit,
 	}
 	var list []string
@@ -275,6 +277,13 @@ func (o *Options) apply(k, v string, hasValue bool) error {
 		o.DirtyLimit = n
 	case "logfile":
 		return str(func(s string) { o.Logfile = s })
+	case "uring":
+		switch v {
+		case URingAuto, URingOn, URingOff:
+			o.URing = v
+		default:
+			return fmt.Errorf("option \"uring\": invalid value %q (auto, on or off)", v)
+		}
 	default:
 		if hasValue && k != "fsname" {
 			return fmt.Errorf("unknown option %q", k)

@@ -24,13 +24,13 @@ var posixSkips = map[string]string{
 }
 
 // TestPosix runs go-fuse's POSIX suite against a live mount over qsfs zdb.
-func TestPosix(t *testing.T) { runPosix(t) }
+func TestPosix(t *testing.T) { runPosix(t, "uring=off") }
 
 // TestPosixNoCache runs it again with -o nocache (no kernel writeback
 // cache, every write stored in zdb before it returns).
-func TestPosixNoCache(t *testing.T) { runPosix(t, "nocache") }
+func TestPosixNoCache(t *testing.T) { runPosix(t, "nocache", "uring=off") }
 
-func runPosix(t *testing.T, opts ...string) {
+func runPosix(t *testing.T, opts ...string) *stack {
 	s := newStack(t)
 	s.mount(opts...)
 	names := make([]string, 0, len(posixtest.All))
@@ -50,4 +50,5 @@ func runPosix(t *testing.T, opts ...string) {
 			posixtest.All[name](t, dir)
 		})
 	}
+	return s
 }

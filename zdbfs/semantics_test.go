@@ -33,9 +33,11 @@ func lstat(t *testing.T, path string) syscall.Stat_t {
 
 // TestSemantics checks the behaviour where official 0-db-fs 0.1.11 is wrong
 // or missing (issue 7).
-func TestSemantics(t *testing.T) {
+func TestSemantics(t *testing.T) { runSemantics(t) }
+
+func runSemantics(t *testing.T, opts ...string) {
 	s := newStack(t)
-	s.mount("allow_other", "size=1G")
+	s.mount(append([]string{"allow_other", "size=1G"}, opts...)...)
 	m := s.mnt
 
 	t.Run("ENOTEMPTY", func(t *testing.T) {
