@@ -83,6 +83,12 @@ func (fs *FS) runJobs(jobs []*bjob) error {
 		}()
 	}
 	wg.Wait()
+	return fs.applyJobs(jobs)
+}
+
+// applyJobs applies the results of block writes (runJobs, sendDirect) and
+// returns the first error of a block still in the file.
+func (fs *FS) applyJobs(jobs []*bjob) error {
 	var first error
 	for _, j := range jobs {
 		n := j.n

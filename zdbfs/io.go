@@ -102,8 +102,14 @@ func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint
 	}
 	n.mu.Unlock()
 	if len(sends) > 0 {
-		// whole blocks go to zdb from data before it is answered
-		fs.sendDirect(n, sends)
+		// whole blocks go to zdb from data before it is answered, with
+		// the cached blocks this WRITE completed
+		var jobs []*bjob
+		if len(full) > 0 {
+			jobs = fs.collectJobs(n, full, nil)
+			full = nil
+		}
+		fs.sendDirect(n, sends, jobs)
 	}
 	if e != 0 {
 		return 0, st(e)

@@ -109,15 +109,28 @@ func (fs *FS) writeBlocks(n *node, data []byte, off uint64) (sends []*directSend
 // sendDirect stores the blocks of sends in zdb in one pipeline and applies
 // the results; n.mu not held. Blocks zdb failed to store become dirty
 // cache blocks, so sendDirect itself never fails.
-func (fs *FS) sendDirect(n *node, sends []*directSend) {
+//
+// jobs are cached blocks of the same WRITE that became full (collected,
+// i.e. flushing): they go in the same pipeline instead of to write-behind.
+// The kernel's writeback sends 1 MiB WRITEs at any 4 KiB boundary, so
+// most of them carry seven whole blocks and complete the cached block that
+// the previous WRITE began; sent with the seven, it costs zdb no write of
+// its own and zdbfs no hand-off to a write-behind worker.
+func (fs *FS) sendDirect(n *node, sends []*directSend, jobs []*bjob) {
 	fs.b.data.direct <- struct{}{}
-	sets := make([]*blockSet, len(sends))
-	for i, d := range sends {
-		sets[i] = &d.blockSet
+	sets := make([]*blockSet, 0, len(jobs)+len(sends))
+	for _, j := range jobs {
+		sets = append(sets, &j.blockSet)
+	}
+	for _, d := range sends {
+		sets = append(sets, &d.blockSet)
 	}
 	fs.b.data.setBlocks(sets)
 	<-fs.b.data.direct
-	fs.add(&fs.stats.linearFlush, uint64(len(sends)))
+	fs.add(&fs.stats.linearFlush, uint64(len(sets)))
+	if err := fs.applyJobs(jobs); err != nil {
+		fs.log.WithField("ino", n.ino).Warnf("write-behind: %v", err)
+	}
 	n.mu.Lock()
 	var failed error
 	named := false // the inode names a new block: write it back

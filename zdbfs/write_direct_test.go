@@ -295,6 +295,49 @@ func TestDirectWritePaths(t *testing.T) {
 	must(t, f.shutdown())
 }
 
+// TestDirectWriteCompletesBlock checks that a WRITE that completes a
+// cached partial block (the kernel's 1 MiB WRITEs start at any 4 KiB
+// boundary) sends that block in the same pipeline as its whole blocks,
+// not through write-behind: it is clean when the WRITE returns, and zdb
+// gave it the id right before the WRITE's first whole block.
+func TestDirectWriteCompletesBlock(t *testing.T) {
+	_, sock := zdbOnly(t)
+	f := openTestFS(t, sock, "")
+	ino := f.create("f")
+	var m model
+	// [64 KiB, 1 MiB + 64 KiB): block 0 and block 8 partial
+	d := fill(1<<20, 1)
+	must(t, f.write(ino, 64<<10, d))
+	m = m.write(64<<10, d)
+	if _, dirty := f.cached(ino, 8); !dirty {
+		t.Fatal("partial tail block 8 is not dirty in the cache")
+	}
+	// [1 MiB + 64 KiB, 2 MiB + 64 KiB): completes block 8
+	d = fill(1<<20, 2)
+	must(t, f.write(ino, 1<<20+64<<10, d))
+	m = m.write(1<<20+64<<10, d)
+	if c, dirty := f.cached(ino, 8); !c || dirty {
+		t.Errorf("completed block 8 when the WRITE returned: cached %v dirty %v, want clean", c, dirty)
+	}
+	f.sync()
+	n, _ := f.node(ino)
+	n.mu.Lock()
+	ids := append([]uint32(nil), n.blocks...)
+	n.mu.Unlock()
+	if len(ids) < 16 {
+		t.Fatalf("%d blocks, want at least 16", len(ids))
+	}
+	for idx := 9; idx < 16; idx++ {
+		if ids[idx] != ids[8]+uint32(idx-8) {
+			t.Fatalf("block ids 8..15 = %v, want consecutive (block 8 sent with the WRITE's whole blocks)", ids[8:16])
+		}
+	}
+	got, err := f.contents(ino)
+	must(t, err)
+	sameBytes(t, "after the writes", got, m)
+	must(t, f.shutdown())
+}
+
 // raceOp is one operation of TestDirectWriteRaces. A write is applied
 // block by block, in ascending order, each block at once (chunks); a
 // truncate is one chunk.
