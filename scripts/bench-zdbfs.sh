@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # bench-zdbfs.sh — `qsfs zdbfs` over `qsfs zdb` against a directory on the same
 # disk. Every test runs ROUNDS times, native and zdbfs interleaved (the order
-# alternates each round), and the table shows the median with the range, so a
-# slow spell of the VM hits both sides. Needs root (drop_caches, FUSE), dd,
-# fio and bin/qsfs (`make build`). Prints a markdown section on stdout; progress
-# on stderr.
+# rotates each round), and the table shows the median with the range, so a
+# slow spell of the VM hits every side. Where the kernel has FUSE over
+# io_uring, a second zdbfs (own zdb) runs with -o uring=on next to the first
+# (-o uring=off): the fuse module's enable_uring parameter is set to Y for the
+# run and restored afterwards. Needs root (drop_caches, FUSE), dd, fio and
+# bin/qsfs (`make build`). Prints a markdown section on stdout; progress on
+# stderr.
 #
 #   BENCH_DIR   where to work (default /var/tmp; must be on the disk measured)
 #   QSFS_BIN    binary (default bin/qsfs)
@@ -13,6 +16,7 @@
 #   DD_MIB      size of the dd test (default 1024)
 #   NFILES      number of 4 KiB files (default 10000)
 #   ZDBFS_OPTS  extra -o options for zdbfs (default none)
+#   URING       0 = skip the io_uring mount (default 1 where the kernel has it)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -24,6 +28,9 @@ FIO_RUNTIME=${FIO_RUNTIME:-10}
 DD_MIB=${DD_MIB:-1024}
 NFILES=${NFILES:-10000}
 ZDBFS_OPTS=${ZDBFS_OPTS:-}
+URING=${URING:-1}
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+[[ -w $URING_PARAM ]] || URING=0
 
 [[ $EUID -eq 0 ]] || { echo "bench-zdbfs: needs root" >&2; exit 1; }
 [[ -x $QSFS_BIN ]] || { echo "bench-zdbfs: $QSFS_BIN missing; run make build" >&2; exit 1; }
@@ -32,13 +39,20 @@ for tool in dd fio fusermount3 awk sort; do
 done
 
 W=$(mktemp -d "$BENCH_DIR/qsfs-bench-zdbfs.$$.XXXX")
-MNT=$W/mnt
-mkdir -p "$W/native" "$MNT"
-ZDB_PID= ZDBFS_PID=
+mkdir -p "$W/native"
+TARGETS=(native zdbfs)
+((URING)) && TARGETS+=(uring)
+declare -A ZDB_PID ZDBFS_PID
+URING_OLD=
 cleanup() {
-	if grep -qs " $MNT fuse.zdbfs " /proc/mounts; then fusermount3 -u "$MNT" || umount -l "$MNT" || true; fi
-	[[ -n $ZDBFS_PID ]] && kill "$ZDBFS_PID" 2>/dev/null && wait "$ZDBFS_PID" 2>/dev/null || true
-	[[ -n $ZDB_PID ]] && kill "$ZDB_PID" 2>/dev/null && wait "$ZDB_PID" 2>/dev/null || true
+	local t mnt
+	for t in zdbfs uring; do
+		mnt=$W/mnt.$t
+		if grep -qs " $mnt fuse.zdbfs " /proc/mounts; then fusermount3 -u "$mnt" || umount -l "$mnt" || true; fi
+		[[ -n ${ZDBFS_PID[$t]:-} ]] && kill "${ZDBFS_PID[$t]}" 2>/dev/null && wait "${ZDBFS_PID[$t]}" 2>/dev/null || true
+		[[ -n ${ZDB_PID[$t]:-} ]] && kill "${ZDB_PID[$t]}" 2>/dev/null && wait "${ZDB_PID[$t]}" 2>/dev/null || true
+	done
+	[[ -n $URING_OLD ]] && echo "$URING_OLD" >"$URING_PARAM"
 	rm -rf "$W"
 }
 trap cleanup EXIT
@@ -49,13 +63,24 @@ drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 cpu() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$1/stat"; }
 
-"$QSFS_BIN" zdb --socket "$W/zdb.sock" --data "$W/zdb/data" --index "$W/zdb/index" >"$W/zdb.log" 2>&1 &
-ZDB_PID=$!
-for _ in $(seq 100); do [[ -S $W/zdb.sock ]] && break; sleep 0.1; done
-"$QSFS_BIN" zdbfs -o "autons,unix=$W/zdb.sock${ZDBFS_OPTS:+,$ZDBFS_OPTS}" "$MNT" >"$W/zdbfs.log" 2>&1 &
-ZDBFS_PID=$!
-for _ in $(seq 100); do grep -qs " $MNT fuse.zdbfs " /proc/mounts && break; sleep 0.1; done
-grep -qs " $MNT fuse.zdbfs " /proc/mounts || { cat "$W/zdbfs.log" >&2; exit 1; }
+# start_stack <target> <uring mode>: a zdb and a zdbfs mounted at $W/mnt.<target>
+start_stack() {
+	local t=$1 mnt=$W/mnt.$1
+	mkdir -p "$mnt"
+	"$QSFS_BIN" zdb --socket "$W/zdb.$t.sock" --data "$W/zdb.$t/data" --index "$W/zdb.$t/index" >"$W/zdb.$t.log" 2>&1 &
+	ZDB_PID[$t]=$!
+	for _ in $(seq 100); do [[ -S $W/zdb.$t.sock ]] && break; sleep 0.1; done
+	"$QSFS_BIN" zdbfs -o "autons,unix=$W/zdb.$t.sock,uring=$2${ZDBFS_OPTS:+,$ZDBFS_OPTS}" "$mnt" >"$W/zdbfs.$t.log" 2>&1 &
+	ZDBFS_PID[$t]=$!
+	for _ in $(seq 100); do grep -qs " $mnt fuse.zdbfs " /proc/mounts && break; sleep 0.1; done
+	grep -qs " $mnt fuse.zdbfs " /proc/mounts || { cat "$W/zdbfs.$t.log" >&2; exit 1; }
+}
+if ((URING)); then
+	URING_OLD=$(cat "$URING_PARAM")
+	echo Y >"$URING_PARAM"
+fi
+start_stack zdbfs off
+((URING)) && start_stack uring on
 
 # R[<test>.<target>] holds the space-separated results of every round.
 declare -A R
@@ -63,7 +88,7 @@ put() { R[$1.$2]="${R[$1.$2]:-} $3"; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { print b - a }'; }
 mbps() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.0f", b / s / 1e6 }'; }
 
-dir_of() { if [[ $1 == native ]]; then echo "$W/native"; else echo "$MNT"; fi; }
+dir_of() { if [[ $1 == native ]]; then echo "$W/native"; else echo "$W/mnt.$1"; fi; }
 
 # The tests. Each one leaves no dirty data behind (sync, untimed), so the
 # next test does not pay for it.
@@ -131,37 +156,73 @@ t_fio() {
 	sync
 }
 
-CPU0_FS=$(cpu "$ZDBFS_PID") CPU0_DB=$(cpu "$ZDB_PID")
+declare -A CPU0
+for t in "${TARGETS[@]:1}"; do CPU0[$t]="$(cpu "${ZDBFS_PID[$t]}") $(cpu "${ZDB_PID[$t]}")"; done
 for ((round = 1; round <= ROUNDS; round++)); do
-	order="native zdbfs"
-	((round % 2 == 0)) && order="zdbfs native"
+	# rotate the targets each round: every one runs first, last, ...
+	n=${#TARGETS[@]} order=()
+	for ((i = 0; i < n; i++)); do order+=("${TARGETS[(i + round - 1) % n]}"); done
 	for t in dd small fio; do
-		for target in $order; do
+		for target in "${order[@]}"; do
 			log "round $round/$ROUNDS: $t on $target"
 			"t_$t" "$target" "$round"
 		done
 	done
 done
-ZDBFS_HWM=$(hwm "$ZDBFS_PID")
-ZDB_HWM=$(hwm "$ZDB_PID")
-CPU_FS=$(awk -v a="$CPU0_FS" -v b="$(cpu "$ZDBFS_PID")" 'BEGIN { printf "%.1f", b - a }')
-CPU_DB=$(awk -v a="$CPU0_DB" -v b="$(cpu "$ZDB_PID")" 'BEGIN { printf "%.1f", b - a }')
+# usage <target>: the memory and CPU table row of its zdbfs and zdb
+usage() {
+	local t=$1 c0f c0d name="qsfs zdbfs"
+	[[ $t == uring ]] && name="qsfs zdbfs, io_uring"
+	read -r c0f c0d <<<"${CPU0[$t]}"
+	echo "| $name | $(($(hwm "${ZDBFS_PID[$t]}") / 1024)) MiB | $(awk -v a="$c0f" -v b="$(cpu "${ZDBFS_PID[$t]}")" 'BEGIN { printf "%.1f", b - a }') s |"
+	echo "| qsfs zdb (of that zdbfs) | $(($(hwm "${ZDB_PID[$t]}") / 1024)) MiB | $(awk -v a="$c0d" -v b="$(cpu "${ZDB_PID[$t]}")" 'BEGIN { printf "%.1f", b - a }') s |"
+}
+USAGE=$(for t in "${TARGETS[@]:1}"; do usage "$t"; done)
 
 # med <values...>: the median; range <values...>: min–max
 med() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 range() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo "–" hi }'; }
-# row <label> <test> <higher-is-better: 1|0>
+# row <label> <test> <higher-is-better: 1|0>: native, then each zdbfs with its ratio
 row() {
-	local n z mn mz ratio
+	local n z mn mz ratio t line
 	# shellcheck disable=SC2086
-	n=(${R[$2.native]}) z=(${R[$2.zdbfs]})
-	mn=$(med "${n[@]}") mz=$(med "${z[@]}")
-	if [[ $3 == 1 ]]; then
-		ratio=$(awk -v a="$mn" -v b="$mz" 'BEGIN { if (a > 0) printf "%.2f", b / a; else print "n/a" }')
-	else
-		ratio=$(awk -v a="$mn" -v b="$mz" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
+	n=(${R[$2.native]})
+	mn=$(med "${n[@]}")
+	line="| $1 | $mn ($(range "${n[@]}")) |"
+	for t in "${TARGETS[@]:1}"; do
+		# shellcheck disable=SC2086
+		z=(${R[$2.$t]})
+		mz=$(med "${z[@]}")
+		if [[ $3 == 1 ]]; then
+			ratio=$(awk -v a="$mn" -v b="$mz" 'BEGIN { if (a > 0) printf "%.2f", b / a; else print "n/a" }')
+		else
+			ratio=$(awk -v a="$mn" -v b="$mz" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
+		fi
+		line+=" $mz ($(range "${z[@]}")) | **$ratio** |"
+	done
+	echo "$line"
+}
+# the table head: one pair of columns per zdbfs
+head_cols() {
+	local h="| test | native |" u="|---|---|"
+	h+=" zdbfs, /dev/fuse | ratio |"
+	u+="---|---|"
+	if ((URING)); then
+		h+=" zdbfs, io_uring | ratio |"
+		u+="---|---|"
 	fi
-	echo "| $1 | $mn ($(range "${n[@]}")) | $mz ($(range "${z[@]}")) | **$ratio** |"
+	printf '%s\n%s\n' "$h" "$u"
+}
+# uring_note: which transports ran, and how
+uring_note() {
+	if ((URING)); then
+		echo "Two zdbfs mounts ran, each over its own zdb: one with \`-o uring=off\` (requests read from /dev/fuse),"
+		echo "one with \`-o uring=on\` (FUSE over io_uring, served on the CPU that made the request; the fuse module's"
+		echo "\`enable_uring\` parameter was set to Y for the run and put back to ${URING_OLD:-its value} afterwards). zdbfs's default,"
+		echo "\`uring=auto\`, uses io_uring when the kernel offers it, i.e. when \`enable_uring\` is Y."
+	else
+		echo "FUSE over io_uring was not measured (kernel without it, or URING=0): zdbfs read requests from /dev/fuse."
+	fi
 }
 
 # idle_note: how this machine's idle CPUs wake up, which bounds every FUSE
@@ -186,9 +247,9 @@ cat <<MD
 on the same disk ($(df --output=source "$BENCH_DIR" | tail -1), $(nproc) CPUs, kernel $(uname -r)). Each test ran
 $ROUNDS times, native and zdbfs interleaved; cells are the median (min–max). Ratio = zdbfs / native of the medians
 (for \`ls -l\`, native time / zdbfs time): higher is better, 1.00 is parity.
+$(uring_note)
 
-| test | native | zdbfs | ratio |
-|---|---|---|---|
+$(head_cols)
 $(row "dd write ${DD_MIB} MiB \`bs=1M conv=fsync\` (MB/s)" ddw 1)
 $(row "dd cold read after drop_caches (MB/s)" ddr 1)
 $(row "create ${NFILES} × 4 KiB files (files/s)" create 1)
@@ -200,8 +261,7 @@ $(row "fio randread 4k, cold (IOPS)" randr 1)
 
 | process | peak RSS (VmHWM) | CPU time over the whole run |
 |---|---|---|
-| qsfs zdbfs | $((ZDBFS_HWM / 1024)) MiB | ${CPU_FS} s |
-| qsfs zdb | $((ZDB_HWM / 1024)) MiB | ${CPU_DB} s |
+$USAGE
 
 What the numbers mean: zdbfs's \`fsync\` returns when zdb holds the data (written to zdb's files, as with the
 official zdbfs and zdb without \`--sync\`), while native \`fsync\` waits for the disk; \`sync\` runs untimed

@@ -88,6 +88,7 @@ type uringCmdReq struct {
 type uringServer struct {
 	fs      fuse.RawFileSystem
 	log     *logrus.Entry
+	debug   bool // log every request (option debug)
 	payload int // bytes of each entry's payload buffer
 
 	threads []*uringThread
@@ -159,7 +160,8 @@ func newURingServer(fs fuse.RawFileSystem, mo *fuse.MountOptions, log *logrus.En
 	if err != nil {
 		return nil, err
 	}
-	s := &uringServer{fs: fs, log: log, start: make(chan int, cpus*uringThreads)}
+	s := &uringServer{fs: fs, log: log, start: make(chan int, cpus*uringThreads),
+		debug: log.Logger.IsLevelEnabled(logrus.DebugLevel)}
 	s.payload = maxRead(mo)
 	if pages := maxPagesLimit() * os.Getpagesize(); pages > s.payload {
 		s.payload = pages // the kernel asks for max_pages worth at least

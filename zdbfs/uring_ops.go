@@ -5,6 +5,7 @@ import (
 	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
 
@@ -83,9 +84,8 @@ func (e *uringEnt) handle(s *uringServer) uint64 {
 	if st != fuse.OK {
 		size = 0
 	}
-	if s.log != nil && h.Opcode != opRead && h.Opcode != opWrite {
-		// cheap enough: logrus checks the level first
-		s.log.WithField("op", h.Opcode).Debugf("io_uring node %d: %v", h.NodeId, st)
+	if s.debug {
+		s.log.WithFields(logrus.Fields{"op": h.Opcode, "node": h.NodeId}).Debugf("io_uring request: %v", st)
 	}
 	commit := io.CommitID
 	// the op_in area is not part of a reply; zero it so that the next
