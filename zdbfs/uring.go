@@ -89,7 +89,7 @@ type uringServer struct {
 	fs      fuse.RawFileSystem
 	log     *logrus.Entry
 	debug   bool // log every request (option debug)
-	payload int // bytes of each entry's payload buffer
+	payload int  // bytes of each entry's payload buffer
 
 	threads []*uringThread
 	served  atomic.Uint64 // requests answered on the rings
