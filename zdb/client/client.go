@@ -165,7 +165,8 @@ func (c *Conn) Close() error { return c.nc.Close() }
 // bytes is not copied: it goes to the socket at once in one writev(2)
 // together with what is buffered before it, so Send may write for large
 // payloads (as a full buffer did before) and the caller may reuse the
-// payload as soon as Send returns.
+// payload as soon as Send returns; in gather mode (SetGather) it is held
+// by reference and written with the rest at Flush instead.
 const (
 	bigBulk     = 16 << 10
 	maxBuffered = 64 << 10
