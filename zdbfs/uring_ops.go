@@ -63,8 +63,10 @@ const (
 )
 
 // handle serves the request in the entry and writes the reply into it. It
-// returns the request's commit id.
-func (e *uringEnt) handle(s *uringServer) uint64 {
+// returns the request's commit id, and whether the thread left its CPU for
+// it (bigOp): then it returns to it only after the commit, so that the
+// kernel copies a large reply on whatever CPU the thread runs on.
+func (e *uringEnt) handle(s *uringServer) (uint64, bool) {
 	io := (*uringEntInOut)(unsafe.Pointer(&e.hdr[uringInOutSize+uringOpInSize]))
 	copy(e.in[:inHeaderSize], e.hdr[:inHeaderSize])
 	copy(e.in[inHeaderSize:], e.hdr[uringInOutSize:uringInOutSize+uringOpInSize])
@@ -78,9 +80,6 @@ func (e *uringEnt) handle(s *uringServer) uint64 {
 		unix.SchedSetaffinity(0, &s.anyCPU)
 	}
 	size, st := e.dispatch(s.fs, h, e.payload[:n])
-	if big {
-		unix.SchedSetaffinity(0, &e.pin)
-	}
 	if st != fuse.OK {
 		size = 0
 	}
@@ -96,7 +95,7 @@ func (e *uringEnt) handle(s *uringServer) uint64 {
 	out.Status = -int32(st)
 	out.Unique = h.Unique
 	io.PayloadSz = uint32(size)
-	return commit
+	return commit, big
 }
 
 // bigOp reports whether a request moves enough data for its thread to

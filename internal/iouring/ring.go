@@ -89,7 +89,6 @@ type Ring struct {
 	cqMask    uint32
 	cqes      unsafe.Pointer
 	sqLocal   uint32 // next tail to publish
-	pending   uint32 // SQEs filled but not submitted
 	sqEntries uint32
 }
 
@@ -179,7 +178,6 @@ func (r *Ring) Next() *SQE {
 	*e = SQE{}
 	*(*uint32)(unsafe.Add(r.sqArray, idx*4)) = idx
 	r.sqLocal++
-	r.pending++
 	return e
 }
 
@@ -191,11 +189,13 @@ func (r *Ring) Submit(wait uint32) error {
 	if wait > 0 {
 		flags = enterGetEvents
 	}
-	n, _, errno := unix.Syscall6(sysEnter, uintptr(r.fd), uintptr(r.pending), uintptr(wait), flags, 0, 0)
+	// entries the kernel has not consumed yet (an interrupted call may
+	// have consumed some)
+	todo := r.sqLocal - atomic.LoadUint32(r.sqHead)
+	_, _, errno := unix.Syscall6(sysEnter, uintptr(r.fd), uintptr(todo), uintptr(wait), flags, 0, 0)
 	if errno != 0 {
 		return fmt.Errorf("io_uring_enter: %w", errno)
 	}
-	r.pending -= uint32(n)
 	return nil
 }
 
