@@ -44,8 +44,10 @@ import (
 // is set, and only to a server that says so in its FUSE_INIT reply, which
 // zdbfs writes itself on its direct (root) mount (mount.go). FORGETs,
 // interrupts and notifications stay on /dev/fuse, served by go-fuse as
-// before. Requests on the rings are not interruptible (go-fuse never sees
-// them); zdbfs's handlers do not wait on the caller.
+// before. An INTERRUPT for a request on a ring reaches go-fuse, which does
+// not know the request and answers EAGAIN; the kernel cannot match that
+// answer (the request is in the ring's queue) and drops it, so nothing
+// loops. zdbfs's handlers never act on interrupts anyway, on either path.
 
 const (
 	uringCmdRegister = 1 // FUSE_IO_URING_CMD_REGISTER
