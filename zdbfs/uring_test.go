@@ -1,6 +1,9 @@
 package zdbfs
 
 import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,6 +15,7 @@ import (
 	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 const enableURingParam = "/sys/module/fuse/parameters/enable_uring"
@@ -147,4 +151,149 @@ func TestURingReplySizes(t *testing.T) {
 	if unsafe.Sizeof(fuse.CreateOut{}) > outScratch*8 {
 		t.Errorf("reply scratch of %d bytes is too small", outScratch*8)
 	}
+}
+
+// TestURingSameAsDevFuse runs one script of system calls on a mount served
+// over /dev/fuse and on one served over io_uring and compares what the
+// application sees: results and errors of every call.
+func TestURingSameAsDevFuse(t *testing.T) {
+	setURing(t, true)
+	var got [2]string
+	for i, mode := range []string{"uring=off", "uring=on"} {
+		s := newStack(t)
+		s.mount("size=1G", mode)
+		got[i] = uringScript(s.mnt)
+		served := uringServed(t, s)
+		if (mode == "uring=on") != (served > 0) {
+			t.Fatalf("%s: %d requests served over io_uring", mode, served)
+		}
+	}
+	if got[0] != got[1] {
+		a, b := strings.Split(got[0], "\n"), strings.Split(got[1], "\n")
+		for i := 0; i < len(a) && i < len(b); i++ {
+			if a[i] != b[i] {
+				t.Errorf("/dev/fuse: %s\nio_uring:  %s", a[i], b[i])
+			}
+		}
+		if len(a) != len(b) {
+			t.Errorf("transcripts of %d and %d lines", len(a), len(b))
+		}
+	}
+}
+
+// uringScript runs system calls under mnt and returns a transcript of
+// their results (no inode numbers or times).
+func uringScript(mnt string) string {
+	var out strings.Builder
+	p := func(name string) string { return filepath.Join(mnt, name) }
+	log := func(what string, v ...any) { fmt.Fprintln(&out, append([]any{what}, v...)...) }
+	e := func(err error) string {
+		if err == nil {
+			return "ok"
+		}
+		return err.Error()
+	}
+
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<17) // 2 MiB
+	fd, err := unix.Open(p("f"), unix.O_CREAT|unix.O_RDWR|unix.O_EXCL, 0o640)
+	log("create", err)
+	n, err := unix.Pwrite(fd, big, 0)
+	log("pwrite", n, e(err))
+	n, err = unix.Pwrite(fd, []byte("tail"), 3<<20)
+	log("pwrite hole", n, e(err))
+	want := append(append(bytes.Clone(big), make([]byte, 1<<20)...), "tail"...)
+	for _, sz := range []int{1, 4096, 65536, 1 << 20, 3 << 20} {
+		b := make([]byte, sz)
+		n, err := unix.Pread(fd, b, 1000)
+		log("pread", sz, n, e(err), bytes.Equal(b[:n], want[1000:1000+n]))
+	}
+	log("fsync", e(unix.Fsync(fd)))
+	for _, w := range []int{unix.SEEK_DATA, unix.SEEK_HOLE} {
+		off, err := unix.Seek(fd, 0, w)
+		log("lseek", w, off, e(err))
+	}
+	log("fallocate", e(unix.Fallocate(fd, 0, 0, 4<<20)))
+	log("ftruncate", e(unix.Ftruncate(fd, 1<<20+17)))
+	var st unix.Stat_t
+	log("fstat", e(unix.Fstat(fd, &st)), st.Size, st.Mode, st.Nlink, st.Blksize)
+	var sx unix.Statx_t
+	log("statx", e(unix.Statx(unix.AT_FDCWD, p("f"), 0, unix.STATX_ALL|unix.STATX_BTIME, &sx)), sx.Size, sx.Mode)
+
+	g, err := unix.Open(p("g"), unix.O_CREAT|unix.O_RDWR, 0o600)
+	log("create g", e(err))
+	roff, woff := int64(0), int64(0)
+	n, err = unix.CopyFileRange(fd, &roff, g, &woff, 300000, 0)
+	log("copy_file_range", n, e(err))
+	b := make([]byte, 300000)
+	n, err = unix.Pread(g, b, 0)
+	log("read copy", n, e(err), bytes.Equal(b[:n], big[:n]))
+	unix.Close(g)
+
+	buf := make([]byte, 64)
+	for _, c := range []struct {
+		op   string
+		call func() (int, error)
+	}{
+		{"getxattr 0", func() (int, error) { return unix.Getxattr(p("f"), "user.a", nil) }},
+		{"getxattr", func() (int, error) { return unix.Getxattr(p("f"), "user.a", buf) }},
+		{"listxattr 0", func() (int, error) { return unix.Listxattr(p("f"), nil) }},
+		{"listxattr", func() (int, error) { return unix.Listxattr(p("f"), buf) }},
+		{"setxattr", func() (int, error) { return 0, unix.Setxattr(p("f"), "user.a", []byte("v"), 0) }},
+		{"removexattr", func() (int, error) { return 0, unix.Removexattr(p("f"), "user.a") }},
+	} {
+		n, err := c.call()
+		log(c.op, n, e(err))
+	}
+	unix.Close(fd)
+
+	target := strings.Repeat("t/", 2000) + "end"
+	log("symlink", e(unix.Symlink(target, p("l"))))
+	lb := make([]byte, 8192)
+	n, err = unix.Readlink(p("l"), lb)
+	log("readlink", n, e(err), string(lb[:n]) == target)
+	n, err = unix.Readlink(p("l"), lb[:10])
+	log("readlink short", n, e(err), string(lb[:n]))
+	log("link", e(unix.Link(p("f"), p("f2"))))
+	log("rename noreplace", e(unix.Renameat2(unix.AT_FDCWD, p("f2"), unix.AT_FDCWD, p("g"), unix.RENAME_NOREPLACE)))
+	log("rename exchange", e(unix.Renameat2(unix.AT_FDCWD, p("f2"), unix.AT_FDCWD, p("l"), unix.RENAME_EXCHANGE)))
+	log("rename", e(unix.Rename(p("g"), p("h"))))
+	log("mkfifo", e(unix.Mkfifo(p("fifo"), 0o644)))
+	log("mknod", e(unix.Mknod(p("chr"), unix.S_IFCHR|0o600, int(unix.Mkdev(1, 3)))))
+	log("mkdir", e(unix.Mkdir(p("d"), 0o755)))
+	for i := 0; i < 300; i++ {
+		f, err := os.Create(p(fmt.Sprintf("d/%s-%03d", strings.Repeat("n", 200), i)))
+		if err != nil {
+			log("create in d", i, e(err))
+			continue
+		}
+		f.Close()
+	}
+	ents, err := os.ReadDir(p("d"))
+	log("readdir", len(ents), e(err))
+	log("rmdir", e(unix.Rmdir(p("d"))))
+	log("unlink", e(unix.Unlink(p("h"))), e(unix.Unlink(p("nope"))))
+	log("access", e(unix.Access(p("f"), unix.R_OK|unix.W_OK)), e(unix.Access(p("nope"), unix.F_OK)))
+	tf, err := unix.Open(mnt, unix.O_TMPFILE|unix.O_RDWR, 0o600)
+	log("O_TMPFILE", e(err))
+	if err == nil {
+		n, err := unix.Write(tf, []byte("anon"))
+		log("write tmpfile", n, e(err))
+		unix.Close(tf)
+	}
+	var sf unix.Statfs_t
+	log("statfs", e(unix.Statfs(mnt, &sf)), sf.Blocks, sf.Bsize, sf.Namelen)
+	log("utimes", e(unix.UtimesNano(p("f"), []unix.Timespec{{Sec: 1}, {Sec: 2}})))
+	log("stat", e(unix.Stat(p("f"), &st)), st.Size, st.Mtim.Sec, st.Atim.Sec)
+	log("chmod", e(unix.Chmod(p("f"), 0o4755)), e(unix.Stat(p("f"), &st)), st.Mode)
+	if d, err := os.Open(mnt); err == nil {
+		sb := make([]byte, 240)
+		_, _, en := unix.Syscall(unix.SYS_IOCTL, d.Fd(), ioctlStatistics, uintptr(unsafe.Pointer(&sb[0])))
+		log("ioctl stats", en, binary.LittleEndian.Uint64(sb))
+		_, _, en = unix.Syscall(unix.SYS_IOCTL, d.Fd(), ioctlStatistics, 0)
+		log("ioctl stats bad address", en)
+		_, _, en = unix.Syscall(unix.SYS_IOCTL, d.Fd(), 0x1234, 0)
+		log("ioctl unknown", en)
+		d.Close()
+	}
+	return out.String()
 }
