@@ -2,6 +2,7 @@ package zdbfs
 
 import (
 	"bytes"
+	"runtime/debug"
 	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -79,7 +80,7 @@ func (e *uringEnt) handle(s *uringServer) (uint64, bool) {
 	if big {
 		unix.SchedSetaffinity(0, &s.anyCPU)
 	}
-	size, st := e.dispatch(s.fs, h, e.payload[:n])
+	size, st := e.serve(s, h, e.payload[:n])
 	if st != fuse.OK {
 		size = 0
 	}
@@ -96,6 +97,19 @@ func (e *uringEnt) handle(s *uringServer) (uint64, bool) {
 	out.Unique = h.Unique
 	io.PayloadSz = uint32(size)
 	return commit, big
+}
+
+// serve is dispatch, with a handler's panic answered EIO as go-fuse's
+// default PanicHandler does over /dev/fuse: the ring thread goes on
+// serving, and zdbfs and its mount survive.
+func (e *uringEnt) serve(s *uringServer, h *fuse.InHeader, p []byte) (size int, st fuse.Status) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.WithField("op", h.Opcode).Errorf("panic in FS handler: %v\n%s", r, debug.Stack())
+			size, st = 0, fuse.EIO
+		}
+	}()
+	return e.dispatch(s.fs, h, p)
 }
 
 // bigOp reports whether a request moves enough data for its thread to

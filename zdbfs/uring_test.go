@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,6 +16,7 @@ import (
 	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
 
@@ -296,4 +298,51 @@ func uringScript(mnt string) string {
 		d.Close()
 	}
 	return out.String()
+}
+
+// panicFS is a file system whose GETATTR panics.
+type panicFS struct{ fuse.RawFileSystem }
+
+func (panicFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+	panic("handler bug")
+}
+
+// uringTestEnt is a ring entry with a request of opcode op in it, as the
+// kernel writes one.
+func uringTestEnt(t *testing.T, op uint32, unique uint64) *uringEnt {
+	t.Helper()
+	e := &uringEnt{}
+	if err := e.alloc(1 << 20); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.free)
+	h := (*fuse.InHeader)(unsafe.Pointer(&e.hdr[0]))
+	h.Length, h.Opcode, h.Unique, h.NodeId = uint32(inHeaderSize), op, unique, 1
+	io := (*uringEntInOut)(unsafe.Pointer(&e.hdr[uringInOutSize+uringOpInSize]))
+	io.CommitID = unique
+	return e
+}
+
+// TestURingHandlerPanic: a handler that panics is answered EIO and zdbfs
+// goes on, as go-fuse does over /dev/fuse (its PanicHandler), instead of
+// the panic ending the process and every mount with it.
+func TestURingHandlerPanic(t *testing.T) {
+	e := uringTestEnt(t, opGetattr, 42)
+	s := &uringServer{fs: panicFS{fuse.NewDefaultRawFileSystem()}, log: logrus.NewEntry(logrus.New())}
+	s.log.Logger.SetOutput(io.Discard)
+	var commit uint64
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				t.Fatalf("the handler's panic reached the ring thread: %v", r)
+			}
+		}()
+		commit, _ = e.handle(s)
+	}()
+	out := (*fuse.OutHeader)(unsafe.Pointer(&e.hdr[0]))
+	io := (*uringEntInOut)(unsafe.Pointer(&e.hdr[uringInOutSize+uringOpInSize]))
+	if commit != 42 || out.Unique != 42 || out.Status != -int32(syscall.EIO) || io.PayloadSz != 0 {
+		t.Fatalf("reply: commit %d unique %d status %d payload %d, want 42 42 %d 0",
+			commit, out.Unique, out.Status, io.PayloadSz, -int32(syscall.EIO))
+	}
 }
