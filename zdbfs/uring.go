@@ -215,11 +215,11 @@ func (t *uringThread) run(ready chan<- error) {
 	defer t.srv.wg.Done()
 	runtime.LockOSThread() // the thread dies with the goroutine: it was pinned
 	err := t.setup()
+	defer t.close() // also what a failed setup made
 	ready <- err
 	if err != nil {
 		return
 	}
-	defer t.close()
 	dev, ok := <-t.srv.start
 	if !ok {
 		return
@@ -248,7 +248,9 @@ func (t *uringThread) setup() error {
 }
 
 func (t *uringThread) close() {
-	t.ring.Close()
+	if t.ring != nil {
+		t.ring.Close()
+	}
 	t.ent.free()
 }
 

@@ -16,6 +16,7 @@ import (
 	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/qsfs/qsfs/internal/iouring"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
@@ -344,5 +345,35 @@ func TestURingHandlerPanic(t *testing.T) {
 	if commit != 42 || out.Unique != 42 || out.Status != -int32(syscall.EIO) || io.PayloadSz != 0 {
 		t.Fatalf("reply: commit %d unique %d status %d payload %d, want 42 42 %d 0",
 			commit, out.Unique, out.Status, io.PayloadSz, -int32(syscall.EIO))
+	}
+}
+
+// TestURingSetupFailureReleases: a thread whose setup fails after its ring
+// was made closes the ring (newURingServer gives up and returns).
+func TestURingSetupFailureReleases(t *testing.T) {
+	r, err := iouring.New(4, iouring.SetupSingleIssuer|iouring.SetupDeferTaskrun|iouring.SetupCoopTaskrun)
+	if err != nil {
+		t.Skipf("no io_uring here: %v", err)
+	}
+	r.Close()
+	fds := func() int {
+		d, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(d)
+	}
+	before := fds()
+	s := &uringServer{payload: 1 << 60, start: make(chan int)} // the payload mapping fails
+	th := &uringThread{srv: s}
+	ready := make(chan error)
+	s.wg.Add(1)
+	go th.run(ready)
+	if err := <-ready; err == nil {
+		t.Fatal("setup of a 1 EiB payload succeeded")
+	}
+	s.wg.Wait()
+	if after := fds(); after != before {
+		t.Fatalf("%d descriptors open after the failed setup, %d before", after, before)
 	}
 }
