@@ -41,7 +41,10 @@ type Config struct {
 	DrainTimeout     time.Duration // zstor gets this long to drain on teardown
 	ZstorMetricsPort uint16        // zstor's prometheus_port inside a namespace
 	ZdbDataSize      int           // zdb --datasize in bytes
-	Reaper           ReaperConfig  // tombstoned volumes and idle stacks
+	// ZdbfsURing is zdbfs's uring= option; "" or "auto" passes nothing
+	// (zdbfs's default, and an official 0-db-fs knows no such option)
+	ZdbfsURing string
+	Reaper     ReaperConfig // tombstoned volumes and idle stacks
 
 	// ZstorWorks reports whether the zstor program can run; nil = yes.
 	ZstorWorks func() bool

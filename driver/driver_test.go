@@ -584,3 +584,32 @@ func TestSlowMountBlocksNobodyElse(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestZdbfsURingSetting: QSFS_ZDBFS_URING=off reaches zdbfs as -o uring=off;
+// the default (auto) passes nothing, so an official zdbfs still runs.
+func TestZdbfsURingSetting(t *testing.T) {
+	requireFUSE(t)
+	for _, c := range []struct{ setting, want string }{{"off", "uring=off"}, {"", ""}} {
+		e := newEnv(t)
+		e.cfg.ZdbfsURing = c.setting
+		d := e.driver(t)
+		if err := d.Create(&volume.CreateRequest{Name: "uv"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.Mount(&volume.MountRequest{Name: "uv", ID: "A"}); err != nil {
+			t.Fatal(err)
+		}
+		pid := d.vols["uv"].stack.zdbfs.Status().Pid
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		has := strings.Contains(string(cmdline), "uring=")
+		if c.want != "" && !strings.Contains(string(cmdline), c.want) || c.want == "" && has {
+			t.Errorf("setting %q: zdbfs command line %q", c.setting, strings.ReplaceAll(string(cmdline), "\x00", " "))
+		}
+		if err := d.Unmount(&volume.UnmountRequest{Name: "uv", ID: "A"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -234,6 +234,9 @@ func (s *Stack) startFS(deadline time.Time) error {
 	// start): 0-db-fs 0.1.11 aborts when autons finds them.
 	fs := newProcess("zdbfs", s.log, func() *exec.Cmd {
 		opts := []string{"unix=" + sock, "allow_other", "size=" + strconv.FormatUint(s.spec.Cache, 10)}
+		if u := s.d.cfg.ZdbfsURing; u != "" && u != "auto" {
+			opts = append(opts, "uring="+u)
+		}
 		if !namespacesExist(sock) {
 			opts = append(opts, "autons")
 		}

@@ -95,6 +95,7 @@ func Run(ctx context.Context, set *Settings, log *logrus.Logger) error {
 		Defaults: set.Defaults, Self: self, Programs: progs, Isolation: iso,
 		MountTimeout: set.MountTimeout, StopTimeout: set.StopTimeout, DrainTimeout: set.DrainTimeout,
 		ZstorMetricsPort: set.ZstorMetricsPort, ZdbDataSize: set.ZdbDataSize, Reaper: set.Reaper,
+		ZdbfsURing: set.ZdbfsURing,
 		ZstorWorks: func() bool { return programWorks(progs.Zstor) },
 		Log:        log,
 	})

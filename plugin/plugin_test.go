@@ -260,7 +260,7 @@ func TestLoadSettings(t *testing.T) {
 	env := map[string]string{
 		"QSFS_STATE_ROOT": "/s", "QSFS_DEBUG": "1", "QSFS_REAPER_PERIOD": "30s",
 		"QSFS_REAPER_UPLOAD_LIMIT": "1M", "QSFS_OPT_MINIMAL_SHARDS": "2", "QSFS_OPT_Groups": "x",
-		"QSFS_ISOLATION": "off", "QSFS_METRICS_ADDR": "",
+		"QSFS_ISOLATION": "off", "QSFS_METRICS_ADDR": "", "QSFS_ZDBFS_URING": "off",
 	}
 	var environ []string
 	for k, v := range env {
@@ -271,13 +271,14 @@ func TestLoadSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	if s.StateRoot != "/s" || s.MountRoot != "/mnt/volumes" || s.LogLevel != logrus.DebugLevel ||
-		s.Reaper.CheckPeriod != 30*time.Second || s.Reaper.UploadLimit != 1<<20 || s.Isolation || s.MetricsAddr != "" {
+		s.Reaper.CheckPeriod != 30*time.Second || s.Reaper.UploadLimit != 1<<20 || s.Isolation || s.MetricsAddr != "" ||
+		s.ZdbfsURing != "off" {
 		t.Errorf("settings: %+v", s)
 	}
 	if s.Defaults["minimal_shards"] != "2" || s.Defaults["groups"] != "x" {
 		t.Errorf("defaults: %v", s.Defaults)
 	}
-	for k, v := range map[string]string{"QSFS_MOUNT_TIMEOUT": "soon", "QSFS_ISOLATION": "maybe", "QSFS_SUBNET4": "fd00::/64", "QSFS_LOG_LEVEL": "loud"} {
+	for k, v := range map[string]string{"QSFS_MOUNT_TIMEOUT": "soon", "QSFS_ISOLATION": "maybe", "QSFS_SUBNET4": "fd00::/64", "QSFS_LOG_LEVEL": "loud", "QSFS_ZDBFS_URING": "yes"} {
 		if _, err := LoadSettings(func(key string) string {
 			if key == k {
 				return v
@@ -288,7 +289,7 @@ func TestLoadSettings(t *testing.T) {
 		}
 	}
 	d, _ := LoadSettings(func(string) string { return "" }, nil)
-	if d.MetricsAddr != ":9190" || d.Socket != "/run/docker/plugins/qsfs.sock" || !d.Isolation {
+	if d.MetricsAddr != ":9190" || d.Socket != "/run/docker/plugins/qsfs.sock" || !d.Isolation || d.ZdbfsURing != "auto" {
 		t.Errorf("defaults: %+v", d)
 	}
 }

@@ -27,6 +27,7 @@ type Settings struct {
 
 	MountTimeout, StopTimeout, DrainTimeout, ShutdownTimeout time.Duration
 	ZdbDataSize                                              int
+	ZdbfsURing                                               string // QSFS_ZDBFS_URING: auto, on, off
 
 	Reaper driver.ReaperConfig
 
@@ -58,6 +59,7 @@ var Env = []Setting{
 	{"QSFS_DRAIN_TIMEOUT", "5m", "how long zstor gets to drain its upload queue at teardown"},
 	{"QSFS_SHUTDOWN_TIMEOUT", "8s", "how long the plugin takes to stop all stacks on SIGTERM"},
 	{"QSFS_ZDB_DATASIZE", "64M", "zdb --datasize (size of a data file; a full file is uploaded)"},
+	{"QSFS_ZDBFS_URING", "auto", "zdbfs FUSE over io_uring: auto (when the kernel's fuse enable_uring is Y), on, off"},
 	{"QSFS_REAPER_PERIOD", "10m", "how often the reaper looks at tombstoned and idle volumes"},
 	{"QSFS_REAPER_UPLOAD_LIMIT", "100M", "below this many bytes uploaded per period a volume is quiet"},
 	{"QSFS_REAPER_FAILURES", "10", "unreadable counters this many times in a row: tear down"},
@@ -133,6 +135,11 @@ func LoadSettings(getenv func(string) string, environ []string) (*Settings, erro
 		return nil, fmt.Errorf("QSFS_ZDB_DATASIZE %q: want a size between 512K and 4G", get("QSFS_ZDB_DATASIZE"))
 	}
 	s.ZdbDataSize = int(ds)
+	switch s.ZdbfsURing = get("QSFS_ZDBFS_URING"); s.ZdbfsURing {
+	case "auto", "on", "off":
+	default:
+		return nil, fmt.Errorf("QSFS_ZDBFS_URING %q: want auto, on or off", s.ZdbfsURing)
+	}
 	port, err := strconv.ParseUint(get("QSFS_ZSTOR_METRICS_PORT"), 10, 16)
 	if err != nil || port == 0 {
 		return nil, fmt.Errorf("QSFS_ZSTOR_METRICS_PORT %q: want a port number", get("QSFS_ZSTOR_METRICS_PORT"))

@@ -2,7 +2,8 @@
 # End to end through the managed plugin, on a private dockerd started here:
 # create/inspect/ls, bad options, shared data, container restarts, docker cp,
 # a failing Mount, an archived volume with local backends (uploads, status,
-# update), disaster recovery by a second plugin on an empty state root,
+# update), FUSE over io_uring in the plugin's zdbfs, disaster recovery by a
+# second plugin on an empty state root,
 # rm + create while the old volume drains, metrics, plugin
 # disable/enable, a dockerd restart, and compose with driver_opts.
 
@@ -30,6 +31,16 @@ teardown_file() {
 
 teardown() {
   [ -n "$BATS_TEST_COMPLETED" ] || dump_logs
+  restore_enable_uring
+}
+
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+# restore_enable_uring: puts back the fuse module's enable_uring if a test set it
+restore_enable_uring() {
+  if [ -e "$QW/enable_uring.old" ]; then
+    cat "$QW/enable_uring.old" >"$URING_PARAM"
+    rm -f "$QW/enable_uring.old"
+  fi
 }
 
 @test "create, inspect and ls a volume; create again is a no-op" {
@@ -95,6 +106,33 @@ teardown() {
   [ "$(vstatus shared state)" = idle ]
   run D run --rm --user 1000:1000 -v shared:/data busybox:local cat /data/f
   [ "${lines[1]}" = two ]
+}
+
+@test "FUSE over io_uring: with the kernel's enable_uring on, the plugin's zdbfs serves the volume on its rings" {
+  [ -w "$URING_PARAM" ] || skip "kernel without FUSE over io_uring"
+  cat "$URING_PARAM" >"$QW/enable_uring.old"
+  echo Y >"$URING_PARAM"
+  D volume create -d qsfs ur
+  D run -d --name u1 -v ur:/data busybox:local sh -c 'for i in $(seq 200); do echo $i > /data/f$i; done; sleep 600'
+  wait_for 20 D exec u1 cat /data/f200
+  id=$(vstatus ur id)
+  pid=$(pgrep -f "zdbfs -o unix=/var/lib/qsfs/data/$id/" | head -1)
+  [ -n "$pid" ]
+  # every request answered on a ring is one completion: sum the rings' CqHead
+  served=0
+  for fd in /proc/"$pid"/fd/*; do
+    [ "$(readlink "$fd")" = "anon_inode:[io_uring]" ] || continue
+    n=$(awk '/^CqHead:/ {print $2}' /proc/"$pid"/fdinfo/"${fd##*/}")
+    served=$((served + ${n:-0}))
+  done
+  echo "requests answered on the rings: $served"
+  [ "$served" -gt 800 ]
+  run D exec u1 cat /data/f123
+  [ "$output" = 123 ]
+  D rm -f u1
+  run D run --rm -v ur:/data busybox:local cat /data/f200
+  [ "$output" = 200 ]
+  restore_enable_uring
 }
 
 @test "docker cp into a running container counts the mount ID twice" {
