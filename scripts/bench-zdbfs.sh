@@ -2,7 +2,11 @@
 # bench-zdbfs.sh — `qsfs zdbfs` over `qsfs zdb` against a directory on the same
 # disk. Every test runs ROUNDS times, native and zdbfs interleaved (the order
 # rotates each round), and the table shows the median with the range, so a
-# slow spell of the VM hits every side. Where the kernel has FUSE over
+# slow spell of the VM hits every side. Each round starts every zdbfs on a
+# fresh zdb (zdb only appends: the fio jobs alone leave gigabytes of old
+# versions behind, and two mounts' worth of them filled this VM's disk; a
+# fresh stack also avoids carrying a previous round's memory state over).
+# Where the kernel has FUSE over
 # io_uring, a second zdbfs (own zdb) runs with -o uring=on next to the first
 # (-o uring=off): the fuse module's enable_uring parameter is set to Y for the
 # run and restored afterwards. Needs root (drop_caches, FUSE), dd, fio and
@@ -75,12 +79,27 @@ start_stack() {
 	for _ in $(seq 100); do grep -qs " $mnt fuse.zdbfs " /proc/mounts && break; sleep 0.1; done
 	grep -qs " $mnt fuse.zdbfs " /proc/mounts || { cat "$W/zdbfs.$t.log" >&2; exit 1; }
 }
+# stop_stack <target>: records the peak memory (max) and CPU (sum) of its
+# zdbfs and zdb, unmounts, stops them and removes the zdb's files
+declare -A HWM_FS HWM_DB CPU_FS CPU_DB
+stop_stack() {
+	local t=$1 mnt=$W/mnt.$1 v
+	v=$(hwm "${ZDBFS_PID[$t]}")
+	((v > ${HWM_FS[$t]:-0})) && HWM_FS[$t]=$v
+	v=$(hwm "${ZDB_PID[$t]}")
+	((v > ${HWM_DB[$t]:-0})) && HWM_DB[$t]=$v
+	CPU_FS[$t]=$(awk -v a="${CPU_FS[$t]:-0}" -v b="$(cpu "${ZDBFS_PID[$t]}")" 'BEGIN { print a + b }')
+	CPU_DB[$t]=$(awk -v a="${CPU_DB[$t]:-0}" -v b="$(cpu "${ZDB_PID[$t]}")" 'BEGIN { print a + b }')
+	fusermount3 -u "$mnt" || umount -l "$mnt"
+	wait "${ZDBFS_PID[$t]}" 2>/dev/null || true
+	kill "${ZDB_PID[$t]}" && wait "${ZDB_PID[$t]}" 2>/dev/null || true
+	ZDBFS_PID[$t]= ZDB_PID[$t]=
+	rm -rf "$W/zdb.$t" "$W/zdb.$t.sock"
+}
 if ((URING)); then
 	URING_OLD=$(cat "$URING_PARAM")
 	echo Y >"$URING_PARAM"
 fi
-start_stack zdbfs off
-((URING)) && start_stack uring on
 
 # R[<test>.<target>] holds the space-separated results of every round.
 declare -A R
@@ -156,9 +175,9 @@ t_fio() {
 	sync
 }
 
-declare -A CPU0
-for t in "${TARGETS[@]:1}"; do CPU0[$t]="$(cpu "${ZDBFS_PID[$t]}") $(cpu "${ZDB_PID[$t]}")"; done
 for ((round = 1; round <= ROUNDS; round++)); do
+	start_stack zdbfs off
+	((URING)) && start_stack uring on
 	# rotate the targets each round: every one runs first, last, ...
 	n=${#TARGETS[@]} order=()
 	for ((i = 0; i < n; i++)); do order+=("${TARGETS[(i + round - 1) % n]}"); done
@@ -168,14 +187,14 @@ for ((round = 1; round <= ROUNDS; round++)); do
 			"t_$t" "$target" "$round"
 		done
 	done
+	for t in "${TARGETS[@]:1}"; do stop_stack "$t"; done
 done
 # usage <target>: the memory and CPU table row of its zdbfs and zdb
 usage() {
-	local t=$1 c0f c0d name="qsfs zdbfs"
+	local t=$1 name="qsfs zdbfs"
 	[[ $t == uring ]] && name="qsfs zdbfs, io_uring"
-	read -r c0f c0d <<<"${CPU0[$t]}"
-	echo "| $name | $(($(hwm "${ZDBFS_PID[$t]}") / 1024)) MiB | $(awk -v a="$c0f" -v b="$(cpu "${ZDBFS_PID[$t]}")" 'BEGIN { printf "%.1f", b - a }') s |"
-	echo "| qsfs zdb (of that zdbfs) | $(($(hwm "${ZDB_PID[$t]}") / 1024)) MiB | $(awk -v a="$c0d" -v b="$(cpu "${ZDB_PID[$t]}")" 'BEGIN { printf "%.1f", b - a }') s |"
+	printf '| %s | %d MiB | %.1f s |\n' "$name" $((HWM_FS[$t] / 1024)) "${CPU_FS[$t]}"
+	printf '| qsfs zdb (of that zdbfs) | %d MiB | %.1f s |\n' $((HWM_DB[$t] / 1024)) "${CPU_DB[$t]}"
 }
 USAGE=$(for t in "${TARGETS[@]:1}"; do usage "$t"; done)
 
@@ -259,7 +278,7 @@ $(row "fio seq read 1M, cold (MB/s)" seqr 1)
 $(row "fio randwrite 4k, end_fsync (IOPS)" randw 1)
 $(row "fio randread 4k, cold (IOPS)" randr 1)
 
-| process | peak RSS (VmHWM) | CPU time over the whole run |
+| process | peak RSS (VmHWM, highest round) | CPU time (all rounds) |
 |---|---|---|
 $USAGE
 
