@@ -115,7 +115,14 @@ func TestTimeGranularity(t *testing.T) {
 // no SETATTR; only a file created just before a second ends and written
 // after it does. zdbfs stamps new inodes from the kernel's (coarse) clock:
 // with the precise one, every file created in the few milliseconds the
-// coarse clock lags at the start of a second cost one too.
+// coarse clock lags at the start of a second cost one too (30-49 in 3 s,
+// about 0.3 % of the files). Since Linux 6.13 the kernel's own time for
+// FUSE can also run up to a tick ahead of the coarse clock (the multigrain
+// timestamp floor, raised by fine-grained times other filesystems such as
+// ext4 hand out), so with other I/O on the machine, as in CI where test
+// packages run in parallel, 11-27 files in 3 s straddled a second. The
+// check therefore fails only at 1 % of the files: what it must catch is a
+// mount without one-second times, where every file costs a SETATTR.
 func TestSmallFileSetattrs(t *testing.T) {
 	s := newStack(t)
 	s.mount()
@@ -131,9 +138,8 @@ func TestSmallFileSetattrs(t *testing.T) {
 	if write1-write0 != uint64(files) {
 		t.Errorf("%d files: %d WRITE requests, want %d", files, write1-write0, files)
 	}
-	// three or four seconds crossed, at most a file or two straddling each
-	if set1-set0 > 8 {
-		t.Errorf("%d files: %d SETATTR requests, want almost none", files, set1-set0)
+	if set1-set0 > uint64(files)/100 {
+		t.Errorf("%d files: %d SETATTR requests, want almost none (at most 1 %%)", files, set1-set0)
 	}
 }
 
