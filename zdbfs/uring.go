@@ -28,13 +28,14 @@ import (
 // Over io_uring the kernel keeps one request queue per CPU and hands a
 // request made on CPU n to a ring entry registered for queue n. zdbfs runs
 // uringThreads threads per CPU, each pinned to its CPU with its own ring and
-// one entry, so the request is served on the CPU that made it, and the
-// answer (COMMIT_AND_FETCH) is also the wait for the next request: one
-// system call per request and no cross-CPU wake-up. A thread lets go of its
-// CPU while it moves a large READ or WRITE (bigOp), up to and including the
-// commit, in which the kernel copies a READ's data into the page cache:
-// there the work, not the wake-up, is the cost, and pinned it would share
-// one CPU with the reader or writer while the other idles. Measured (2-vCPU
+// one entry (more when they are all busy: grow), so the request is served
+// on the CPU that made it, and the answer (COMMIT_AND_FETCH) is also the
+// wait for the next request: one system call per request and no cross-CPU
+// wake-up. A thread lets go of its CPU while it moves a large READ or WRITE
+// (bigOp), up to and including the commit, in which the kernel copies a
+// READ's data into the page cache: there the work, not the wake-up, is the
+// cost, and pinned it would share one CPU with the reader or writer while
+// the other idles. Measured (2-vCPU
 // VM, interleaved, relative to /dev/fuse): dd write 0.86× pinned, 0.94×
 // unpinned; fio sequential read 0.87× re-pinned before the commit, 0.91×
 // after; forcing the thread onto another CPU was slower (0.83×); small files
@@ -61,9 +62,12 @@ const (
 	uringOpInSize  = 128 // fuse_uring_req_header.op_in
 	uringHdrSize   = uringInOutSize + uringOpInSize + int(unsafe.Sizeof(uringEntInOut{}))
 
-	// uringThreads is the number of threads (and ring entries) per CPU:
-	// how many requests made on one CPU are served at once.
+	// uringThreads is the number of threads (and ring entries) per CPU
+	// at the start: how many requests made on one CPU are served at once.
 	uringThreads = 4
+	// uringMaxThreads bounds the threads of one CPU's queue that grow
+	// adds when all of its entries are busy.
+	uringMaxThreads = 32
 )
 
 // URing modes (option uring=).
@@ -98,10 +102,17 @@ type uringServer struct {
 	payload int  // bytes of each entry's payload buffer
 
 	threads []*uringThread
+	queues  []uringQueue  // one per kernel queue (possible CPU)
 	served  atomic.Uint64 // requests answered on the rings
 	start   chan int      // gets the /dev/fuse descriptor once INIT is answered
 	anyCPU  unix.CPUSet   // where a thread may run while it moves data (bigOp)
 	wg      sync.WaitGroup
+}
+
+// uringQueue counts the entries of one kernel queue.
+type uringQueue struct {
+	idle    atomic.Int32 // handed to the kernel, waiting for a request
+	threads atomic.Int32 // running or being set up
 }
 
 // uringThread is one pinned OS thread with its ring and entry.
@@ -167,7 +178,7 @@ func newURingServer(fs fuse.RawFileSystem, mo *fuse.MountOptions, log *logrus.En
 		return nil, err
 	}
 	s := &uringServer{fs: fs, log: log, start: make(chan int, cpus*uringThreads),
-		debug: log.Logger.IsLevelEnabled(logrus.DebugLevel)}
+		queues: make([]uringQueue, cpus), debug: log.Logger.IsLevelEnabled(logrus.DebugLevel)}
 	s.payload = maxRead(mo)
 	if pages := maxPagesLimit() * os.Getpagesize(); pages > s.payload {
 		s.payload = pages // the kernel asks for max_pages worth at least
@@ -186,6 +197,7 @@ func newURingServer(fs fuse.RawFileSystem, mo *fuse.MountOptions, log *logrus.En
 				return nil, err
 			}
 			s.threads = append(s.threads, t)
+			s.queues[q].threads.Add(1)
 		}
 	}
 	return s, nil
@@ -208,7 +220,11 @@ func (s *uringServer) cancel() {
 // wait returns when every thread has ended (the connection is gone).
 func (s *uringServer) wait() {
 	s.wg.Wait()
-	s.log.WithField("requests", s.served.Load()).Info("FUSE over io_uring ended")
+	threads := 0
+	for q := range s.queues {
+		threads += int(s.queues[q].threads.Load())
+	}
+	s.log.WithFields(logrus.Fields{"requests": s.served.Load(), "threads": threads}).Info("FUSE over io_uring ended")
 }
 
 func (t *uringThread) run(ready chan<- error) {
@@ -225,6 +241,41 @@ func (t *uringThread) run(ready chan<- error) {
 		return
 	}
 	if err := t.serve(dev); err != nil {
+		t.srv.log.WithField("queue", t.qid).Warnf("fuse over io_uring: %v", err)
+	}
+}
+
+// grow adds a thread to queue q, whose entries all serve a request. The
+// kernel hands a request made on a CPU only to an entry of that CPU's
+// queue, and one that finds none is queued until an entry of that queue
+// commits (an entry registered later does not take it): if the requests
+// being served wait (for a stalled zdb, a long fsync), every other request
+// made on that CPU waits behind them, even one zdbfs answers from memory,
+// where go-fuse serves any number at once over /dev/fuse. So a queue keeps
+// an idle entry, up to uringMaxThreads. The kernel cannot take an entry
+// back: a thread added stays until the connection ends.
+func (s *uringServer) grow(q, dev int) {
+	if s.queues[q].threads.Add(1) > uringMaxThreads {
+		s.queues[q].threads.Add(-1)
+		return
+	}
+	t := &uringThread{srv: s, qid: q}
+	s.wg.Add(1) // a running thread holds the count above 0 (wait)
+	go t.runSpare(dev)
+}
+
+// runSpare runs a thread grow adds once the connection is served.
+func (t *uringThread) runSpare(dev int) {
+	defer t.srv.wg.Done()
+	runtime.LockOSThread()
+	err := t.setup()
+	defer t.close()
+	if err == nil {
+		err = t.serve(dev)
+	} else {
+		t.srv.queues[t.qid].threads.Add(-1)
+	}
+	if err != nil {
 		t.srv.log.WithField("queue", t.qid).Warnf("fuse over io_uring: %v", err)
 	}
 }
@@ -296,7 +347,9 @@ func (t *uringThread) push(dev int, cmd uint32, commitID uint64) {
 // serve registers the entry and answers requests until the connection
 // ends.
 func (t *uringThread) serve(dev int) error {
+	q := &t.srv.queues[t.qid]
 	t.push(dev, uringCmdRegister, 0)
+	q.idle.Add(1)
 	for {
 		if err := t.ring.Submit(1); err != nil {
 			if errors.Is(err, unix.EINTR) {
@@ -317,9 +370,13 @@ func (t *uringThread) serve(dev int) error {
 				return fmt.Errorf("queue %d: %w", t.qid, e)
 			}
 		}
+		if q.idle.Add(-1) <= 0 {
+			t.srv.grow(t.qid, dev)
+		}
 		commit, big := t.ent.handle(t.srv)
 		t.srv.served.Add(1)
 		t.push(dev, uringCmdCommit, commit)
+		q.idle.Add(1)
 		if big {
 			// commit now, off the pinned CPU, then go back to it to
 			// wait for the next request

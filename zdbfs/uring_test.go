@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -375,5 +376,100 @@ func TestURingSetupFailureReleases(t *testing.T) {
 	s.wg.Wait()
 	if after := fds(); after != before {
 		t.Fatalf("%d descriptors open after the failed setup, %d before", after, before)
+	}
+}
+
+// onCPU runs f on an OS thread bound to cpu, so that the FUSE requests it
+// makes go to that CPU's io_uring queue.
+func onCPU(cpu int, f func()) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // the thread ends with the goroutine
+		var set unix.CPUSet
+		set.Set(cpu)
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			errc <- err
+			return
+		}
+		errc <- nil
+		f()
+	}()
+	return <-errc
+}
+
+// TestURingQueueNotHeldUp: requests made on one CPU that wait for zdb (here
+// stopped) must not hold up a request from that CPU that zdbfs answers
+// from memory, as with /dev/fuse, where go-fuse serves any number of
+// requests at once. With a fixed number of ring entries per CPU, once all
+// were serving blocked requests, the kernel queued every further request
+// made on that CPU behind them.
+func TestURingQueueNotHeldUp(t *testing.T) {
+	setURing(t, true)
+	s := newStack(t)
+	s.mount("uring=on")
+	const blockers = uringThreads + 2
+	for i := 0; i < blockers; i++ {
+		writeFile(t, filepath.Join(s.mnt, fmt.Sprint("f", i)), "data")
+	}
+	s.unmount()
+	s.mount("uring=on") // nothing cached: a LOOKUP of f<i> reads its inode from zdb
+	zdb := s.zdb.cmd.Process
+	must(t, zdb.Signal(syscall.SIGSTOP))
+	resumed := false
+	resume := func() {
+		if !resumed {
+			zdb.Signal(syscall.SIGCONT)
+			resumed = true
+		}
+	}
+	t.Cleanup(resume)
+
+	tids := make(chan int, blockers)
+	done := make(chan error, blockers)
+	for i := 0; i < blockers; i++ {
+		if err := onCPU(0, func() {
+			tids <- unix.Gettid()
+			_, err := os.ReadFile(filepath.Join(s.mnt, fmt.Sprint("f", i)))
+			done <- err
+		}); err != nil {
+			t.Skipf("cannot bind a thread to CPU 0: %v", err)
+		}
+	}
+	// every blocker waits for its answer: the kernel has handed each one
+	// to an entry, or queued it for lack of one
+	for i := 0; i < blockers; i++ {
+		tid := <-tids
+		wchan := fmt.Sprintf("/proc/self/task/%d/wchan", tid)
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if b, _ := os.ReadFile(wchan); strings.Contains(string(b), "wait_answer") {
+				break
+			}
+			if time.Now().After(deadline) {
+				b, _ := os.ReadFile(wchan)
+				t.Fatalf("blocker thread %d is not waiting for FUSE (wchan %q)", tid, b)
+			}
+		}
+	}
+
+	answered := make(chan error, 1)
+	must(t, onCPU(0, func() {
+		_, err := os.Stat(filepath.Join(s.mnt, "absent"))
+		answered <- err
+	}))
+	select {
+	case err := <-answered:
+		if !os.IsNotExist(err) {
+			t.Errorf("stat of an absent name: %v, want ENOENT", err)
+		}
+	case <-time.After(30 * time.Second):
+		resume()
+		<-answered
+		t.Errorf("a LOOKUP zdbfs answers from memory waited for %d requests blocked on zdb", blockers)
+	}
+	resume()
+	for i := 0; i < blockers; i++ {
+		if err := <-done; err != nil {
+			t.Errorf("read after zdb resumed: %v", err)
+		}
 	}
 }
