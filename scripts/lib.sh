@@ -94,6 +94,9 @@ qsfs_host_ip6() {
 qsfs_backends_ns_up() {
   qsfs_backends_net
   ip netns add "$QSFS_BE_NS" || return 1
+  # recorded for a later run's cleanup (make demo KEEP=1, then make demo)
+  mkdir -p "$QW/backends"
+  echo "$QSFS_BE_NS $QSFS_BE_HOSTIF" >"$QW/backends/net"
   ip link add "$QSFS_BE_HOSTIF" type veth peer name "$QSFS_BE_NSIF" netns "$QSFS_BE_NS" || return 1
   ip addr add "$QSFS_BE_HOST4/30" dev "$QSFS_BE_HOSTIF"
   ip link set "$QSFS_BE_HOSTIF" up
@@ -148,9 +151,16 @@ qsfs_backends_stop() {
     kill -KILL "$pid" 2>/dev/null || true
     rm -f "$f"
   done
-  qsfs_backends_net
-  ip link del "$QSFS_BE_HOSTIF" 2>/dev/null || true
-  ip netns del "$QSFS_BE_NS" 2>/dev/null || true
+  local ns hostif
+  if [ -e "$QW/backends/net" ]; then
+    read -r ns hostif <"$QW/backends/net"
+    rm -f "$QW/backends/net"
+  else
+    qsfs_backends_net
+    ns=$QSFS_BE_NS hostif=$QSFS_BE_HOSTIF
+  fi
+  ip link del "$hostif" 2>/dev/null || true
+  ip netns del "$ns" 2>/dev/null || true
 }
 
 # qsfs_plugin_install NAME [KEY=VALUE...]: builds the plugin directory from
