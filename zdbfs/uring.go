@@ -68,6 +68,9 @@ const (
 	// uringMaxThreads bounds the threads of one CPU's queue that grow
 	// adds when all of its entries are busy.
 	uringMaxThreads = 32
+	// uringStandby is the number of threads per CPU set up in advance
+	// for grow.
+	uringStandby = 2
 )
 
 // URing modes (option uring=).
@@ -105,6 +108,7 @@ type uringServer struct {
 	queues  []uringQueue  // one per kernel queue (possible CPU)
 	served  atomic.Uint64 // requests answered on the rings
 	start   chan int      // gets the /dev/fuse descriptor once INIT is answered
+	quit    chan struct{} // closed when the connection is gone: standbys end
 	anyCPU  unix.CPUSet   // where a thread may run while it moves data (bigOp)
 	wg      sync.WaitGroup
 }
@@ -113,6 +117,7 @@ type uringServer struct {
 type uringQueue struct {
 	idle    atomic.Int32 // handed to the kernel, waiting for a request
 	threads atomic.Int32 // running or being set up
+	wake    chan int     // the /dev/fuse descriptor for the standby thread (grow)
 }
 
 // uringThread is one pinned OS thread with its ring and entry.
@@ -178,7 +183,11 @@ func newURingServer(fs fuse.RawFileSystem, mo *fuse.MountOptions, log *logrus.En
 		return nil, err
 	}
 	s := &uringServer{fs: fs, log: log, start: make(chan int, cpus*uringThreads),
-		queues: make([]uringQueue, cpus), debug: log.Logger.IsLevelEnabled(logrus.DebugLevel)}
+		queues: make([]uringQueue, cpus), quit: make(chan struct{}),
+		debug: log.Logger.IsLevelEnabled(logrus.DebugLevel)}
+	for q := range s.queues {
+		s.queues[q].wake = make(chan int, uringStandby)
+	}
 	s.payload = maxRead(mo)
 	if pages := maxPagesLimit() * os.Getpagesize(); pages > s.payload {
 		s.payload = pages // the kernel asks for max_pages worth at least
@@ -209,6 +218,11 @@ func (s *uringServer) begin(dev int) {
 	for range s.threads {
 		s.start <- dev
 	}
+	for q := range s.queues {
+		for i := 0; i < uringStandby; i++ {
+			s.standby(q)
+		}
+	}
 }
 
 // cancel stops threads that have not begun (INIT did not enable io_uring).
@@ -219,6 +233,7 @@ func (s *uringServer) cancel() {
 
 // wait returns when every thread has ended (the connection is gone).
 func (s *uringServer) wait() {
+	close(s.quit)
 	s.wg.Wait()
 	threads := 0
 	for q := range s.queues {
@@ -245,38 +260,59 @@ func (t *uringThread) run(ready chan<- error) {
 	}
 }
 
-// grow adds a thread to queue q, whose entries all serve a request. The
-// kernel hands a request made on a CPU only to an entry of that CPU's
-// queue, and one that finds none is queued until an entry of that queue
-// commits (an entry registered later does not take it): if the requests
-// being served wait (for a stalled zdb, a long fsync), every other request
-// made on that CPU waits behind them, even one zdbfs answers from memory,
-// where go-fuse serves any number at once over /dev/fuse. So a queue keeps
-// an idle entry, up to uringMaxThreads. The kernel cannot take an entry
-// back: a thread added stays until the connection ends.
+// grow wakes the standby thread of queue q, whose entries all serve a
+// request. The kernel hands a request made on a CPU only to an entry of
+// that CPU's queue, and one that finds none is queued until an entry of
+// that queue commits (an entry registered later does not take it): if the
+// requests being served wait (for a stalled zdb, a long fsync), every
+// other request made on that CPU waits behind them, even one zdbfs
+// answers from memory, where go-fuse serves any number at once over
+// /dev/fuse. So a queue keeps an idle entry, up to uringMaxThreads
+// threads, and threads set up in advance (standby) register it, so that
+// the time a request can find none is one system call, not a thread's
+// setup (a burst of more than uringStandby requests that all wait can
+// still leave a request queued behind them until one answers). The kernel
+// cannot take an entry back: a thread added stays until the connection
+// ends.
 func (s *uringServer) grow(q, dev int) {
+	select {
+	case s.queues[q].wake <- dev:
+	default: // all standbys already woken
+	}
+}
+
+// standby starts a thread for queue q that sets up its ring and entry and
+// waits for grow.
+func (s *uringServer) standby(q int) {
 	if s.queues[q].threads.Add(1) > uringMaxThreads {
 		s.queues[q].threads.Add(-1)
 		return
 	}
 	t := &uringThread{srv: s, qid: q}
-	s.wg.Add(1) // a running thread holds the count above 0 (wait)
-	go t.runSpare(dev)
+	s.wg.Add(1) // begin or a running thread holds the count above 0 (wait)
+	go t.runStandby()
 }
 
-// runSpare runs a thread grow adds once the connection is served.
-func (t *uringThread) runSpare(dev int) {
-	defer t.srv.wg.Done()
+func (t *uringThread) runStandby() {
+	s := t.srv
+	defer s.wg.Done()
 	runtime.LockOSThread()
 	err := t.setup()
 	defer t.close()
-	if err == nil {
-		err = t.serve(dev)
-	} else {
-		t.srv.queues[t.qid].threads.Add(-1)
-	}
 	if err != nil {
-		t.srv.log.WithField("queue", t.qid).Warnf("fuse over io_uring: %v", err)
+		s.queues[t.qid].threads.Add(-1)
+		s.log.WithField("queue", t.qid).Warnf("fuse over io_uring: %v", err)
+		return
+	}
+	var dev int
+	select {
+	case dev = <-s.queues[t.qid].wake:
+	case <-s.quit:
+		return
+	}
+	s.standby(t.qid) // the next one gets ready while this one serves
+	if err := t.serve(dev); err != nil {
+		s.log.WithField("queue", t.qid).Warnf("fuse over io_uring: %v", err)
 	}
 }
 

@@ -453,6 +453,29 @@ func TestURingQueueNotHeldUp(t *testing.T) {
 		}
 	}
 
+	// an entry of CPU 0's queue is free again (the kernel queues a
+	// request that finds none until an entry of that queue answers, so
+	// the lookup must come after): a zdbfs thread waits for a request on
+	// CPU 0
+	idle := func() bool {
+		pid := s.fs.cmd.Process.Pid
+		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		for _, task := range tasks {
+			w, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/wchan", pid, task.Name()))
+			st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+			f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
+			if string(w) == "io_cqring_wait" && len(f) > 36 && f[36] == "0" {
+				return true
+			}
+		}
+		return false
+	}
+	for deadline := time.Now().Add(20 * time.Second); !idle(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			resume()
+			t.Fatalf("no entry of CPU 0's queue free while %d of its requests wait for zdb", blockers)
+		}
+	}
 	answered := make(chan error, 1)
 	must(t, onCPU(0, func() {
 		_, err := os.Stat(filepath.Join(s.mnt, "absent"))
