@@ -228,6 +228,11 @@ func TestDirectMountEnd(t *testing.T) {
 		}
 	}
 	want := 1
+	// the log line says whether the rings serve the mount; it may come a
+	// moment after the mount shows
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(s.fs.output(), "msg=mounted") && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if strings.Contains(s.fs.output(), "io_uring=true") {
 		want = 2 // the rings' own descriptor (uring.go)
 	}
