@@ -145,33 +145,40 @@ func cstring(b []byte) (string, []byte, bool) {
 	return string(b[:i]), b[i+1:], true
 }
 
+// cstrings is the two NUL-terminated strings at the start of b.
+func cstrings(b []byte) (string, string, bool) {
+	n1, rest, ok := cstring(b)
+	if !ok {
+		return n1, "", false
+	}
+	n2, _, ok := cstring(rest)
+	return n1, n2, ok
+}
+
+// fixed calls a handler that fills a reply struct of type T and returns the
+// reply's size, or the handler's error.
+func fixed[T any](e *uringEnt, call func(o *T) fuse.Status) (int, fuse.Status) {
+	o := out[T](e)
+	if st := call(o); st != fuse.OK {
+		return 0, st
+	}
+	return reply(e, o), fuse.OK
+}
+
 // dispatch calls fs for the request and returns the reply's payload size.
 func (e *uringEnt) dispatch(fs fuse.RawFileSystem, h *fuse.InHeader, p []byte) (int, fuse.Status) {
 	var name string
-	var rest []byte
 	switch h.Opcode {
 	case opLookup, opMknod, opMkdir, opUnlink, opRmdir, opLink, opCreate, opGetxattr, opRemovexattr:
 		name, _, _ = cstring(p)
 	}
 	switch h.Opcode {
 	case opLookup:
-		o := out[fuse.EntryOut](e)
-		if st := fs.Lookup(nil, h, name, o); st != fuse.OK {
-			return 0, st
-		}
-		return reply(e, o), fuse.OK
+		return fixed(e, func(o *fuse.EntryOut) fuse.Status { return fs.Lookup(nil, h, name, o) })
 	case opGetattr:
-		o := out[fuse.AttrOut](e)
-		if st := fs.GetAttr(nil, in[fuse.GetAttrIn](e), o); st != fuse.OK {
-			return 0, st
-		}
-		return reply(e, o), fuse.OK
+		return fixed(e, func(o *fuse.AttrOut) fuse.Status { return fs.GetAttr(nil, in[fuse.GetAttrIn](e), o) })
 	case opSetattr:
-		o := out[fuse.AttrOut](e)
-		if st := fs.SetAttr(nil, in[fuse.SetAttrIn](e), o); st != fuse.OK {
-			return 0, st
-		}
-		return reply(e, o), fuse.OK
+		return fixed(e, func(o *fuse.AttrOut) fuse.Status { return fs.SetAttr(nil, in[fuse.SetAttrIn](e), o) })
 	case opReadlink:
 		b, st := fs.Readlink(nil, h)
 		if st != fuse.OK {
@@ -179,85 +186,41 @@ func (e *uringEnt) dispatch(fs fuse.RawFileSystem, h *fuse.InHeader, p []byte) (
 		}
 		return copy(e.payload, b), fuse.OK
 	case opSymlink:
-		var n1, n2 string
-		var ok bool
-		if n1, rest, ok = cstring(p); ok {
-			n2, _, ok = cstring(rest)
-		}
+		n1, n2, ok := cstrings(p)
 		if !ok {
 			return 0, fuse.EIO
 		}
-		o := out[fuse.EntryOut](e)
-		if st := fs.Symlink(nil, h, n2, n1, o); st != fuse.OK {
-			return 0, st
-		}
-		return reply(e, o), fuse.OK
+		return fixed(e, func(o *fuse.EntryOut) fuse.Status { return fs.Symlink(nil, h, n2, n1, o) })
 	case opMknod:
-		o := out[fuse.EntryOut](e)
-		if st := fs.Mknod(nil, in[fuse.MknodIn](e), name, o); st != fuse.OK {
-			return 0, st
-		}
-		return reply(e, o), fuse.OK
+		return fixed(e, func(o *fuse.EntryOut) fuse.Status { return fs.Mknod(nil, in[fuse.MknodIn](e), name, o) })
 	case opMkdir:
-		o := out[fuse.EntryOut](e)
-		if st := fs.Mkdir(nil, in[fuse.MkdirIn](e), name, o); st != fuse.OK {
-			return 0, st
-		}
-		return reply(e, o), fuse.OK
+		return fixed(e, func(o *fuse.EntryOut) fuse.Status { return fs.Mkdir(nil, in[fuse.MkdirIn](e), name, o) })
 	case opUnlink:
 		return 0, fs.Unlink(nil, h, name)
 	case opRmdir:
 		return 0, fs.Rmdir(nil, h, name)
 	case opRename, opRename2:
-		var n1, n2 string
-		var ok bool
-		if n1, rest, ok = cstring(p); ok {
-			n2, _, ok = cstring(rest)
-		}
+		n1, n2, ok := cstrings(p)
 		if !ok {
 			return 0, fuse.EIO
 		}
 		return 0, fs.Rename(nil, in[fuse.RenameIn](e), n1, n2)
 	case opLink:
-		o := out[fuse.EntryOut](e)
-		if st := fs.Link(nil, in[fuse.LinkIn](e), name, o); st != fuse.OK {
-			return 0, st
-		}
-		return reply(e, o), fuse.OK
-	case opOpen, opOpendir:
-		o := out[fuse.OpenOut](e)
-		var st fuse.Status
-		if h.Opcode == opOpen {
-			st = fs.Open(nil, in[fuse.OpenIn](e), o)
-		} else {
-			st = fs.OpenDir(nil, in[fuse.OpenIn](e), o)
-		}
-		if st != fuse.OK {
-			return 0, st
-		}
-		return reply(e, o), fuse.OK
-	case opCreate, opTmpfile:
-		o := out[fuse.CreateOut](e)
-		var st fuse.Status
-		if h.Opcode == opCreate {
-			st = fs.Create(nil, in[fuse.CreateIn](e), name, o)
-		} else {
-			st = fs.Tmpfile(nil, in[fuse.CreateIn](e), o)
-		}
-		if st != fuse.OK {
-			return 0, st
-		}
-		return reply(e, o), fuse.OK
+		return fixed(e, func(o *fuse.EntryOut) fuse.Status { return fs.Link(nil, in[fuse.LinkIn](e), name, o) })
+	case opOpen:
+		return fixed(e, func(o *fuse.OpenOut) fuse.Status { return fs.Open(nil, in[fuse.OpenIn](e), o) })
+	case opOpendir:
+		return fixed(e, func(o *fuse.OpenOut) fuse.Status { return fs.OpenDir(nil, in[fuse.OpenIn](e), o) })
+	case opCreate:
+		return fixed(e, func(o *fuse.CreateOut) fuse.Status { return fs.Create(nil, in[fuse.CreateIn](e), name, o) })
+	case opTmpfile:
+		return fixed(e, func(o *fuse.CreateOut) fuse.Status { return fs.Tmpfile(nil, in[fuse.CreateIn](e), o) })
 	case opRead:
 		return e.read(fs)
 	case opWrite:
 		return e.write(fs, p)
 	case opStatfs:
-		o := out[fuse.StatfsOut](e)
-		if st := fs.StatFs(nil, h, o); st != fuse.OK {
-			return 0, st
-		}
-		return reply(e, o), fuse.OK
+		return fixed(e, func(o *fuse.StatfsOut) fuse.Status { return fs.StatFs(nil, h, o) })
 	case opRelease:
 		fs.Release(nil, in[fuse.ReleaseIn](e))
 		return 0, fuse.OK
@@ -299,11 +262,7 @@ func (e *uringEnt) dispatch(fs fuse.RawFileSystem, h *fuse.InHeader, p []byte) (
 		}
 		return len(b), fuse.OK
 	case opGetlk:
-		o := out[fuse.LkOut](e)
-		if st := fs.GetLk(nil, in[fuse.LkIn](e), o); st != fuse.OK {
-			return 0, st
-		}
-		return reply(e, o), fuse.OK
+		return fixed(e, func(o *fuse.LkOut) fuse.Status { return fs.GetLk(nil, in[fuse.LkIn](e), o) })
 	case opSetlk:
 		return 0, fs.SetLk(nil, in[fuse.LkIn](e))
 	case opSetlkw:
@@ -317,19 +276,12 @@ func (e *uringEnt) dispatch(fs fuse.RawFileSystem, h *fuse.InHeader, p []byte) (
 	case opFallocate:
 		return 0, fs.Fallocate(nil, in[fuse.FallocateIn](e))
 	case opLseek:
-		o := out[fuse.LseekOut](e)
-		if st := fs.Lseek(nil, in[fuse.LseekIn](e), o); st != fuse.OK {
-			return 0, st
-		}
-		return reply(e, o), fuse.OK
+		return fixed(e, func(o *fuse.LseekOut) fuse.Status { return fs.Lseek(nil, in[fuse.LseekIn](e), o) })
 	case opCopyFileRange:
-		o := out[fuse.WriteOut](e)
-		var st fuse.Status
-		o.Size, st = fs.CopyFileRange(nil, in[fuse.CopyFileRangeIn](e))
-		if st != fuse.OK {
-			return 0, st
-		}
-		return reply(e, o), fuse.OK
+		return fixed(e, func(o *fuse.WriteOut) (st fuse.Status) {
+			o.Size, st = fs.CopyFileRange(nil, in[fuse.CopyFileRangeIn](e))
+			return st
+		})
 	}
 	return 0, fuse.ENOSYS
 }
