@@ -21,6 +21,10 @@
 #   NFILES      number of 4 KiB files (default 10000)
 #   ZDBFS_OPTS  extra -o options for zdbfs (default none)
 #   URING       0 = skip the io_uring mount (default 1 where the kernel has it)
+#   CEILING     0 = skip the FUSE ceiling (default 1): zdbfs/cmd/fuseceiling, a FUSE
+#               server with no file system behind it, mounted twice (discarding
+#               WRITE data, and storing it in a zdb as 128 KiB SETs), joins the
+#               dd write and small-file rounds; needs go to build it
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -33,6 +37,7 @@ DD_MIB=${DD_MIB:-1024}
 NFILES=${NFILES:-10000}
 ZDBFS_OPTS=${ZDBFS_OPTS:-}
 URING=${URING:-1}
+CEILING=${CEILING:-1}
 URING_PARAM=/sys/module/fuse/parameters/enable_uring
 [[ -w $URING_PARAM ]] || URING=0
 
@@ -46,13 +51,22 @@ W=$(mktemp -d "$BENCH_DIR/qsfs-bench-zdbfs.$$.XXXX")
 mkdir -p "$W/native"
 TARGETS=(native zdbfs)
 ((URING)) && TARGETS+=(uring)
+# the FUSE ceiling's mounts: no storage, and WRITE data stored in a zdb
+CEIL=()
+if ((CEILING)); then
+	if CGO_ENABLED=0 go build -o "$W/fuseceiling" ./zdbfs/cmd/fuseceiling; then
+		CEIL=(null fwd)
+	else
+		echo "bench-zdbfs: could not build zdbfs/cmd/fuseceiling; no FUSE ceiling" >&2
+	fi
+fi
 declare -A ZDB_PID ZDBFS_PID
 URING_OLD=
 cleanup() {
 	local t mnt
-	for t in zdbfs uring; do
+	for t in zdbfs uring null fwd; do
 		mnt=$W/mnt.$t
-		if grep -qs " $mnt fuse.zdbfs " /proc/mounts; then fusermount3 -u "$mnt" || umount -l "$mnt" || true; fi
+		if grep -qs " $mnt fuse\.[a-z]* " /proc/mounts; then fusermount3 -u "$mnt" || umount -l "$mnt" || true; fi
 		[[ -n ${ZDBFS_PID[$t]:-} ]] && kill "${ZDBFS_PID[$t]}" 2>/dev/null && wait "${ZDBFS_PID[$t]}" 2>/dev/null || true
 		[[ -n ${ZDB_PID[$t]:-} ]] && kill "${ZDB_PID[$t]}" 2>/dev/null && wait "${ZDB_PID[$t]}" 2>/dev/null || true
 	done
@@ -96,6 +110,32 @@ stop_stack() {
 	ZDBFS_PID[$t]= ZDB_PID[$t]=
 	rm -rf "$W/zdb.$t" "$W/zdb.$t.sock"
 }
+# start_ceiling <null|fwd>: fuseceiling mounted at $W/mnt.<target>; fwd
+# stores WRITE data in its own zdb (sequential mode)
+start_ceiling() {
+	local t=$1 mnt=$W/mnt.$1 args=()
+	mkdir -p "$mnt"
+	if [[ $t == fwd ]]; then
+		"$QSFS_BIN" zdb --mode seq --socket "$W/zdb.$t.sock" --data "$W/zdb.$t/data" --index "$W/zdb.$t/index" >"$W/zdb.$t.log" 2>&1 &
+		ZDB_PID[$t]=$!
+		for _ in $(seq 100); do [[ -S $W/zdb.$t.sock ]] && break; sleep 0.1; done
+		args=(-zdb "$W/zdb.$t.sock")
+	fi
+	"$W/fuseceiling" "${args[@]}" "$mnt" >"$W/fuseceiling.$t.log" 2>&1 &
+	ZDBFS_PID[$t]=$!
+	for _ in $(seq 100); do grep -qs " $mnt fuse.fuseceiling " /proc/mounts && break; sleep 0.1; done
+	grep -qs " $mnt fuse.fuseceiling " /proc/mounts || { cat "$W/fuseceiling.$t.log" >&2; exit 1; }
+}
+stop_ceiling() {
+	local t=$1
+	umount "$W/mnt.$t" || umount -l "$W/mnt.$t"
+	wait "${ZDBFS_PID[$t]}" 2>/dev/null || true
+	if [[ -n ${ZDB_PID[$t]:-} ]]; then kill "${ZDB_PID[$t]}" && wait "${ZDB_PID[$t]}" 2>/dev/null || true; fi
+	ZDBFS_PID[$t]= ZDB_PID[$t]=
+	rm -rf "$W/zdb.$t" "$W/zdb.$t.sock"
+}
+is_ceiling() { [[ $1 == null || $1 == fwd ]]; }
+
 if ((URING)); then
 	URING_OLD=$(cat "$URING_PARAM")
 	echo Y >"$URING_PARAM"
@@ -119,6 +159,10 @@ t_dd() { # write then cold read
 	dd if=/dev/zero of="$dir/dd.dat" bs=1M count="$DD_MIB" conv=fsync status=none
 	s=$(since "$t0")
 	put ddw "$target" "$(mbps $((DD_MIB << 20)) "$s")"
+	if is_ceiling "$target"; then # it keeps no data to read back
+		rm -f "$dir/dd.dat"
+		return
+	fi
 	drop
 	t0=$(now)
 	dd if="$dir/dd.dat" of=/dev/null bs=1M status=none
@@ -138,6 +182,7 @@ t_small() { # create NFILES x 4 KiB in a fresh directory, then ls -l cold
 	for ((i = 0; i < NFILES; i++)); do printf '%4096s' '' >"$d/f$i"; done
 	s=$(since "$t0")
 	put create "$target" "$(awk -v n="$NFILES" -v s="$s" 'BEGIN { printf "%.0f", n / s }')"
+	is_ceiling "$target" && return # it does not list directories
 	drop
 	t0=$(now)
 	ls -l "$d" >/dev/null
@@ -178,16 +223,21 @@ t_fio() {
 for ((round = 1; round <= ROUNDS; round++)); do
 	start_stack zdbfs off
 	((URING)) && start_stack uring on
-	# rotate the targets each round: every one runs first, last, ...
-	n=${#TARGETS[@]} order=()
-	for ((i = 0; i < n; i++)); do order+=("${TARGETS[(i + round - 1) % n]}"); done
+	for t in "${CEIL[@]}"; do start_ceiling "$t"; done
 	for t in dd small fio; do
+		# the FUSE ceiling runs the dd write and the small files only
+		all=("${TARGETS[@]}")
+		[[ $t != fio ]] && all+=("${CEIL[@]}")
+		# rotate the targets each round: every one runs first, last, ...
+		n=${#all[@]} order=()
+		for ((i = 0; i < n; i++)); do order+=("${all[(i + round - 1) % n]}"); done
 		for target in "${order[@]}"; do
 			log "round $round/$ROUNDS: $t on $target"
 			"t_$t" "$target" "$round"
 		done
 	done
 	for t in "${TARGETS[@]:1}"; do stop_stack "$t"; done
+	for t in "${CEIL[@]}"; do stop_ceiling "$t"; done
 done
 # usage <target>: the memory and CPU table row of its zdbfs and zdb
 usage() {
@@ -202,17 +252,20 @@ USAGE=$(for t in "${TARGETS[@]:1}"; do usage "$t"; done)
 med() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 range() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo "–" hi }'; }
 # row <label> <test> <higher-is-better: 1|0>: native, then each zdbfs with its ratio
-row() {
-	local n z mn mz ratio t line
+row() { row_of "$@" "${TARGETS[@]:1}"; }
+# row_of <label> <test> <higher-is-better> <target...>: native, then each target with its ratio
+row_of() {
+	local n z mn mz ratio t line label=$1 test=$2 hib=$3
+	shift 3
 	# shellcheck disable=SC2086
-	n=(${R[$2.native]})
+	n=(${R[$test.native]})
 	mn=$(med "${n[@]}")
-	line="| $1 | $mn ($(range "${n[@]}")) |"
-	for t in "${TARGETS[@]:1}"; do
+	line="| $label | $mn ($(range "${n[@]}")) |"
+	for t in "$@"; do
 		# shellcheck disable=SC2086
-		z=(${R[$2.$t]})
+		z=(${R[$test.$t]})
 		mz=$(med "${z[@]}")
-		if [[ $3 == 1 ]]; then
+		if [[ $hib == 1 ]]; then
 			ratio=$(awk -v a="$mn" -v b="$mz" 'BEGIN { if (a > 0) printf "%.2f", b / a; else print "n/a" }')
 		else
 			ratio=$(awk -v a="$mn" -v b="$mz" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
@@ -221,6 +274,36 @@ row() {
 	done
 	echo "$line"
 }
+# of <test> <a> <b>: the median of target a over the median of target b
+of() {
+	# shellcheck disable=SC2086
+	awk -v a="$(med ${R[$1.$2]})" -v b="$(med ${R[$1.$3]})" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'
+}
+# ceiling_section: the FUSE ceiling's table, when it ran
+ceiling_section() {
+	((${#CEIL[@]})) || return 0
+	cat <<CEILMD
+
+### The FUSE ceiling on this machine
+
+\`zdbfs/cmd/fuseceiling\` is a FUSE server with no file system behind it, mounted with the settings of zdbfs
+that shape the kernel's requests (writeback cache, 1 MiB writes, 16 background requests, one-second times): it keeps
+names in a map and answers from memory. "No storage" discards WRITE data; "→ zdb" stores it as 128 KiB SETs in a
+\`qsfs zdb\` with the client zdbfs uses (a pipeline per WRITE, one \`writev\`), and waits for zdb before it answers,
+with no cache, metadata or write-back. Its mounts ran in the same interleaved rounds as the table above, /dev/fuse
+transport, so they bound what any FUSE file system over zdb reaches on this machine.
+
+| test | native | FUSE, no storage | ratio | FUSE → zdb | ratio | zdbfs, /dev/fuse | ratio |
+|---|---|---|---|---|---|---|---|
+$(row_of "dd write ${DD_MIB} MiB \`bs=1M conv=fsync\` (MB/s)" ddw 1 null fwd zdbfs)
+$(row_of "create ${NFILES} × 4 KiB files (files/s)" create 1 null fwd zdbfs)
+
+zdbfs reaches $(of ddw zdbfs fwd) of the FUSE → zdb server's \`dd\` write and $(of create zdbfs null) of the no-storage
+server's file creation (medians; the → zdb server stores each small file's data before it answers, zdbfs writes it
+back later, so for small files the no-storage server is the bound).
+CEILMD
+}
+
 # the table head: one pair of columns per zdbfs
 head_cols() {
 	local h="| test | native |" u="|---|---|"
@@ -291,4 +374,5 @@ time-based, buffered. A random 4 KiB read fetches a whole 128 KiB block from zdb
 block on, zdbfs also hands the rest of it to the kernel's page cache, so random reads over a file that fits in
 memory turn into page cache hits within the run (natively every 4 KiB page is read from disk once).
 $(idle_note)
+$(ceiling_section)
 MD
