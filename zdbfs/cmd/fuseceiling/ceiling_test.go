@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -17,6 +18,27 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// The server runs in a child process (this test binary, re-executed with
+// serveEnv set): served in the test's own process, a request the test makes
+// can wait for an answer that a reader goroutine cannot give while the Go
+// runtime stops the world for the garbage collector, which in turn waits for
+// the test's thread (seen once in CI: TestDiscard hung).
+const (
+	serveEnv = "FUSECEILING_TEST_MOUNT"
+	zdbEnv   = "FUSECEILING_TEST_ZDB"
+)
+
+func TestMain(m *testing.M) {
+	if mnt := os.Getenv(serveEnv); mnt != "" {
+		if err := run(mnt, os.Getenv(zdbEnv), 4); err != nil {
+			fmt.Fprintf(os.Stderr, "fuseceiling: %v\n", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
 // serveAt mounts the server at a new directory and returns it; the mount
 // is detached and the server waited for at the end of the test.
 func serveAt(t *testing.T, zdbSock string) string {
@@ -28,16 +50,28 @@ func serveAt(t *testing.T, zdbSock string) string {
 		t.Skip("needs /dev/fuse")
 	}
 	mnt := t.TempDir()
-	done := make(chan error, 1)
-	go func() { done <- run(mnt, zdbSock, 4) }()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), serveEnv+"="+mnt, zdbEnv+"="+zdbSock)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	var werr error
+	go func() {
+		werr = cmd.Wait()
+		close(exited)
+	}()
 	t.Cleanup(func() {
 		_ = unix.Unmount(mnt, unix.MNT_DETACH)
 		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("server: %v", err)
+		case <-exited:
+			if werr != nil {
+				t.Errorf("server: %v", werr)
 			}
 		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
 			t.Errorf("server still running 10 s after the unmount")
 		}
 	})
@@ -48,6 +82,11 @@ func serveAt(t *testing.T, zdbSock string) string {
 		}
 		if ok && e.FSType == "fuse.fuseceiling" {
 			return mnt
+		}
+		select {
+		case <-exited:
+			t.Fatalf("server exited before mounting: %v", werr)
+		default:
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("no fuseceiling mount at %s", mnt)
