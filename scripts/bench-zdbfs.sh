@@ -339,13 +339,15 @@ uring_note() {
 idle_note() {
 	local drv poll=/sys/module/haltpoll/parameters/guest_halt_poll_ns
 	drv=$(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null) || return 0
+	echo
 	if [[ $drv == haltpoll && -r $poll ]]; then
-		echo
 		echo "CPU idle: cpuidle driver haltpoll, guest_halt_poll_ns = $(cat $poll)."
 		if [[ $(cat $poll) == 0 ]]; then
 			echo "With guest halt polling off, an idle vCPU halts at once and every wake-up from the other vCPU is a VM exit:"
 			echo "each FUSE request pays two. See docs/zdbfs.md (small files) for what this costs."
 		fi
+	else
+		echo "CPU idle: cpuidle driver $drv, governor $(cat /sys/devices/system/cpu/cpuidle/current_governor 2>/dev/null || echo unknown)."
 	fi
 }
 
