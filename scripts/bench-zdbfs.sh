@@ -24,7 +24,8 @@
 #   CEILING     0 = skip the FUSE ceiling (default 1): zdbfs/cmd/fuseceiling, a FUSE
 #               server with no file system behind it, mounted twice (discarding
 #               WRITE data, and storing it in a zdb as 128 KiB SETs), joins the
-#               dd write and small-file rounds; needs go to build it
+#               rounds of the write tests (dd write, small files, fio writes);
+#               needs go to build it
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

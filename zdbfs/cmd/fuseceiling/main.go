@@ -1,7 +1,7 @@
 // Command fuseceiling is a FUSE server with no file system behind it, for
-// scripts/bench-zdbfs.sh: it measures what the kernel's FUSE and one hop to
-// zdb cost on the machine, i.e. the most any FUSE file system that stores
-// through the 0-db protocol could reach there.
+// scripts/bench-zdbfs.sh: it measures what the kernel's FUSE, and FUSE plus
+// one hop to zdb, cost on the machine when nothing else is done, the
+// reference a FUSE file system over zdb is compared with.
 //
 // It mounts itself (root only) with the settings zdbfs uses where they shape
 // the kernel's requests (writeback cache, 1 MiB writes, 16 background

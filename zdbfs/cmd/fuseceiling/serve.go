@@ -141,15 +141,15 @@ func (s *server) handle(req []byte) {
 		}
 		out := &fuse.CreateOut{}
 		s.mu.Lock()
-		ino, ok := s.add(h.NodeId, name(req, at), h.Opcode == opMkdir)
-		if ok {
+		ino, errno := s.add(h.NodeId, name(req, at), h.Opcode == opMkdir)
+		if errno == 0 {
 			s.entry(ino, &out.EntryOut)
 		}
 		s.mu.Unlock()
 		if h.Opcode == opMkdir {
-			s.answer(h, ok, raw(&out.EntryOut))
+			s.reply(h, errno, raw(&out.EntryOut))
 		} else {
-			s.answer(h, ok, raw(out))
+			s.reply(h, errno, raw(out))
 		}
 	case opUnlink, opRmdir:
 		s.mu.Lock()
@@ -257,15 +257,17 @@ func (s *server) child(dir uint64, name string) (uint64, bool) {
 	return ino, ok
 }
 
-// add makes a file or directory name in dir; false if dir is not a
-// directory or name exists. s.mu held.
-func (s *server) add(dir uint64, name string, isDir bool) (uint64, bool) {
+// add makes a file or directory name in dir. s.mu held.
+func (s *server) add(dir uint64, name string, isDir bool) (uint64, syscall.Errno) {
 	d, ok := s.nodes[dir]
-	if !ok || !d.dir {
-		return 0, false
+	switch {
+	case !ok:
+		return 0, syscall.ENOENT
+	case !d.dir:
+		return 0, syscall.ENOTDIR
 	}
 	if _, exists := d.children[name]; exists {
-		return 0, false
+		return 0, syscall.EEXIST
 	}
 	ino := s.next
 	s.next++
@@ -275,7 +277,7 @@ func (s *server) add(dir uint64, name string, isDir bool) (uint64, bool) {
 	}
 	s.nodes[ino] = n
 	d.children[name] = ino
-	return ino, true
+	return ino, 0
 }
 
 // remove drops name from dir. s.mu held.
