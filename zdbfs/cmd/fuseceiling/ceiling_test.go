@@ -193,4 +193,3 @@ func TestStoreInZdb(t *testing.T) {
 		t.Fatalf("zdb holds %d entries of %d bytes, want at least all %d bytes written: %v", entries, size, total, info)
 	}
 }
-
